@@ -993,10 +993,10 @@ const file_order_v1_order_proto_rawDesc = "" +
 	"\x1cORDER_STATUS_PENDING_PAYMENT\x10\x01\x12\x15\n" +
 	"\x11ORDER_STATUS_PAID\x10\x02\x12\x1f\n" +
 	"\x1bORDER_STATUS_PAYMENT_FAILED\x10\x03\x12\x1a\n" +
-	"\x16ORDER_STATUS_CANCELLED\x10\x042s\n" +
+	"\x16ORDER_STATUS_CANCELLED\x10\x042~\n" +
 	"\x0eCatalogService\x12a\n" +
 	"\fListProducts\x12\x1d.order.v1.ListProductsRequest\x1a\x1e.order.v1.ListProductsResponse\"\x12\xc2\xf3\x18\v\n" +
-	"\agateway\x10\x01\x90\x02\x012\xda\x04\n" +
+	"\agateway\x10\x01\x90\x02\x01\x1a\t\xd2\xf3\x18\x05order2\xe5\x04\n" +
 	"\fOrderService\x12~\n" +
 	"\vCreateOrder\x12\x1c.order.v1.CreateOrderRequest\x1a\x1d.order.v1.CreateOrderResponse\"2\xc2\xf3\x18.\n" +
 	"\agateway\x10\x01\x18\x01\"\forders:write(\x022\x0fidempotency_key\x12n\n" +
@@ -1009,7 +1009,7 @@ const file_order_v1_order_proto_rawDesc = "" +
 	"\agateway\x10\x01\x18\x01\"\forders:write(\x022\border_id\x12u\n" +
 	"\n" +
 	"WatchOrder\x12\x1b.order.v1.WatchOrderRequest\x1a\x1c.order.v1.WatchOrderResponse\"*\xc2\xf3\x18&\n" +
-	"\agateway\x10\x01\x18\x01\"\vorders:read(\x022\border_id0\x01B,Z*example.com/rampart/proto/order/v1;orderv1b\x06proto3"
+	"\agateway\x10\x01\x18\x01\"\vorders:read(\x022\border_id0\x01\x1a\t\xd2\xf3\x18\x05orderB,Z*example.com/rampart/proto/order/v1;orderv1b\x06proto3"
 
 var (
 	file_order_v1_order_proto_rawDescOnce sync.Once

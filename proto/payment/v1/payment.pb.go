@@ -379,13 +379,13 @@ const file_payment_v1_payment_proto_rawDesc = "" +
 	"\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18PAYMENT_STATUS_SUCCEEDED\x10\x01\x12\x19\n" +
 	"\x15PAYMENT_STATUS_FAILED\x10\x02\x12\x1b\n" +
-	"\x17PAYMENT_STATUS_REFUNDED\x10\x032\xff\x01\n" +
+	"\x17PAYMENT_STATUS_REFUNDED\x10\x032\x96\x02\n" +
 	"\x0ePaymentService\x12z\n" +
 	"\n" +
 	"GetPayment\x12\x1d.payment.v1.GetPaymentRequest\x1a\x1e.payment.v1.GetPaymentResponse\"-\xc2\xf3\x18&\n" +
-	"\agateway\x10\x01\x18\x01\"\rpayments:read2\border_id\x90\x02\x01\x12q\n" +
-	"\rRefundPayment\x12 .payment.v1.RefundPaymentRequest\x1a!.payment.v1.RefundPaymentResponse\"\x1b\xc2\xf3\x18\x17\n" +
-	"\x05order\x18\x01\"\forders:writeB0Z.example.com/rampart/proto/payment/v1;paymentv1b\x06proto3"
+	"\agateway\x10\x01\x18\x01\"\rpayments:read2\border_id\x90\x02\x01\x12{\n" +
+	"\rRefundPayment\x12 .payment.v1.RefundPaymentRequest\x1a!.payment.v1.RefundPaymentResponse\"%\xc2\xf3\x18!\n" +
+	"\x05order\x18\x01\"\forders:write2\border_id\x1a\v\xd2\xf3\x18\apaymentB0Z.example.com/rampart/proto/payment/v1;paymentv1b\x06proto3"
 
 var (
 	file_payment_v1_payment_proto_rawDescOnce sync.Once

@@ -810,7 +810,7 @@ const file_user_v1_user_proto_rawDesc = "" +
 	"\x0eGetUserRequest\x12!\n" +
 	"\auser_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06userId\"4\n" +
 	"\x0fGetUserResponse\x12!\n" +
-	"\x04user\x18\x01 \x01(\v2\r.user.v1.UserR\x04user2\xea\x04\n" +
+	"\x04user\x18\x01 \x01(\v2\r.user.v1.UserR\x04user2\xf4\x04\n" +
 	"\vUserService\x12L\n" +
 	"\x06SignUp\x12\x16.user.v1.SignUpRequest\x1a\x17.user.v1.SignUpResponse\"\x11\xc2\xf3\x18\r\n" +
 	"\agateway\x10\x01(\x05\x12I\n" +
@@ -825,7 +825,7 @@ const file_user_v1_user_proto_rawDesc = "" +
 	"\x05GetMe\x12\x15.user.v1.GetMeRequest\x1a\x16.user.v1.GetMeResponse\"\x1d\xc2\xf3\x18\x16\n" +
 	"\agateway\x10\x01\x18\x01\"\aprofile\x90\x02\x01\x12N\n" +
 	"\aGetUser\x12\x17.user.v1.GetUserRequest\x1a\x18.user.v1.GetUserResponse\"\x10\xc2\xf3\x18\t\n" +
-	"\x05order\x18\x01\x90\x02\x01B*Z(example.com/rampart/proto/user/v1;userv1b\x06proto3"
+	"\x05order\x18\x01\x90\x02\x01\x1a\b\xd2\xf3\x18\x04userB*Z(example.com/rampart/proto/user/v1;userv1b\x06proto3"
 
 var (
 	file_user_v1_user_proto_rawDescOnce sync.Once

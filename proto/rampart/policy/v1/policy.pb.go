@@ -199,6 +199,14 @@ var file_rampart_policy_v1_policy_proto_extTypes = []protoimpl.ExtensionInfo{
 		Filename:      "rampart/policy/v1/policy.proto",
 	},
 	{
+		ExtendedType:  (*descriptorpb.ServiceOptions)(nil),
+		ExtensionType: (*string)(nil),
+		Field:         51002,
+		Name:          "rampart.policy.v1.workload",
+		Tag:           "bytes,51002,opt,name=workload",
+		Filename:      "rampart/policy/v1/policy.proto",
+	},
+	{
 		ExtendedType:  (*descriptorpb.MessageOptions)(nil),
 		ExtensionType: (*EventPolicy)(nil),
 		Field:         51001,
@@ -217,12 +225,22 @@ var (
 	E_Method = &file_rampart_policy_v1_policy_proto_extTypes[0]
 )
 
+// Extension fields to descriptorpb.ServiceOptions.
+var (
+	// The workload that serves the service, by the path of its SPIFFE ID.
+	// The gateway forwards public methods to it, and checks that the server
+	// it reaches is that workload.
+	//
+	// optional string workload = 51002;
+	E_Workload = &file_rampart_policy_v1_policy_proto_extTypes[1]
+)
+
 // Extension fields to descriptorpb.MessageOptions.
 var (
 	// The event's policy, set on event messages only.
 	//
 	// optional rampart.policy.v1.EventPolicy event = 51001;
-	E_Event = &file_rampart_policy_v1_policy_proto_extTypes[1]
+	E_Event = &file_rampart_policy_v1_policy_proto_extTypes[2]
 )
 
 var File_rampart_policy_v1_policy_proto protoreflect.FileDescriptor
@@ -241,7 +259,8 @@ const file_rampart_policy_v1_policy_proto_rawDesc = "" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x1c\n" +
 	"\tpublisher\x18\x02 \x01(\tR\tpublisher\x12 \n" +
 	"\vsubscribers\x18\x03 \x03(\tR\vsubscribers:Y\n" +
-	"\x06method\x12\x1e.google.protobuf.MethodOptions\x18\xb8\x8e\x03 \x01(\v2\x1f.rampart.policy.v1.MethodPolicyR\x06method:W\n" +
+	"\x06method\x12\x1e.google.protobuf.MethodOptions\x18\xb8\x8e\x03 \x01(\v2\x1f.rampart.policy.v1.MethodPolicyR\x06method:=\n" +
+	"\bworkload\x12\x1f.google.protobuf.ServiceOptions\x18\xba\x8e\x03 \x01(\tR\bworkload:W\n" +
 	"\x05event\x12\x1f.google.protobuf.MessageOptions\x18\xb9\x8e\x03 \x01(\v2\x1e.rampart.policy.v1.EventPolicyR\x05eventB6Z4example.com/rampart/proto/rampart/policy/v1;policyv1b\x06proto3"
 
 var (
@@ -261,17 +280,19 @@ var file_rampart_policy_v1_policy_proto_goTypes = []any{
 	(*MethodPolicy)(nil),                // 0: rampart.policy.v1.MethodPolicy
 	(*EventPolicy)(nil),                 // 1: rampart.policy.v1.EventPolicy
 	(*descriptorpb.MethodOptions)(nil),  // 2: google.protobuf.MethodOptions
-	(*descriptorpb.MessageOptions)(nil), // 3: google.protobuf.MessageOptions
+	(*descriptorpb.ServiceOptions)(nil), // 3: google.protobuf.ServiceOptions
+	(*descriptorpb.MessageOptions)(nil), // 4: google.protobuf.MessageOptions
 }
 var file_rampart_policy_v1_policy_proto_depIdxs = []int32{
 	2, // 0: rampart.policy.v1.method:extendee -> google.protobuf.MethodOptions
-	3, // 1: rampart.policy.v1.event:extendee -> google.protobuf.MessageOptions
-	0, // 2: rampart.policy.v1.method:type_name -> rampart.policy.v1.MethodPolicy
-	1, // 3: rampart.policy.v1.event:type_name -> rampart.policy.v1.EventPolicy
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	2, // [2:4] is the sub-list for extension type_name
-	0, // [0:2] is the sub-list for extension extendee
+	3, // 1: rampart.policy.v1.workload:extendee -> google.protobuf.ServiceOptions
+	4, // 2: rampart.policy.v1.event:extendee -> google.protobuf.MessageOptions
+	0, // 3: rampart.policy.v1.method:type_name -> rampart.policy.v1.MethodPolicy
+	1, // 4: rampart.policy.v1.event:type_name -> rampart.policy.v1.EventPolicy
+	5, // [5:5] is the sub-list for method output_type
+	5, // [5:5] is the sub-list for method input_type
+	3, // [3:5] is the sub-list for extension type_name
+	0, // [0:3] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
 }
 
@@ -287,7 +308,7 @@ func file_rampart_policy_v1_policy_proto_init() {
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rampart_policy_v1_policy_proto_rawDesc), len(file_rampart_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
 			NumMessages:   2,
-			NumExtensions: 2,
+			NumExtensions: 3,
 			NumServices:   0,
 		},
 		GoTypes:           file_rampart_policy_v1_policy_proto_goTypes,

@@ -1,0 +1,202 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"connectrpc.com/connect/v2"
+	"connectrpc.com/connect/v2/connectproto"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/descriptorpb"
+
+	"example.com/rampart/platform/grpcserver"
+	"example.com/rampart/platform/policy"
+	"example.com/rampart/platform/txntoken"
+)
+
+// route forwards the calls of one public method to its workload.
+type route struct {
+	method    *policy.Method
+	upstream  grpc.ClientConnInterface
+	request   protoreflect.MessageType
+	response  protoreflect.MessageType
+	minter    Minter
+	cfg       Config
+	streaming bool
+}
+
+func newRoute(cfg Config, m *policy.Method, upstream grpc.ClientConnInterface) (*route, error) {
+	if m.Desc.IsStreamingClient() {
+		return nil, fmt.Errorf("%s streams from the client, which the gateway does not forward", m.Procedure)
+	}
+	request, err := messageType(m.Desc.Input())
+	if err != nil {
+		return nil, err
+	}
+	response, err := messageType(m.Desc.Output())
+	if err != nil {
+		return nil, err
+	}
+	return &route{
+		method:    m,
+		upstream:  upstream,
+		request:   request,
+		response:  response,
+		minter:    cfg.Minter,
+		cfg:       cfg,
+		streaming: m.Desc.IsStreamingServer(),
+	}, nil
+}
+
+func (r *route) spec() connect.Spec {
+	spec := connect.Spec{
+		Procedure:  r.method.Procedure,
+		StreamType: connect.StreamTypeUnary,
+		Schema:     r.method.Desc,
+	}
+	if r.streaming {
+		spec.StreamType = connect.StreamTypeServer
+	}
+	if opts, ok := r.method.Desc.Options().(*descriptorpb.MethodOptions); ok {
+		spec.IdempotencyLevel = connect.IdempotencyLevel(opts.GetIdempotencyLevel())
+	}
+	return spec
+}
+
+// serve receives the request, mints the call's transaction token and
+// forwards the call.
+func (r *route) serve(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	timeout := r.cfg.MaxUnaryTimeout
+	if r.streaming {
+		timeout = r.cfg.MaxStreamTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	req := r.request.New().Interface()
+	if err := stream.Receive(req); err != nil {
+		return err
+	}
+	ctx, err := r.mint(ctx, req)
+	if err != nil {
+		return connect.NewError(connect.CodeInternal, "internal error").WithCause(err)
+	}
+	if r.streaming {
+		return r.forwardStream(ctx, req, stream)
+	}
+	return r.forwardUnary(ctx, req, stream)
+}
+
+// mint exchanges the caller's verified identity for a transaction token
+// that grants only the scopes the method needs and binds the method's
+// transaction context.
+func (r *route) mint(ctx context.Context, req proto.Message) (context.Context, error) {
+	st := stateFrom(ctx)
+	mint := txntoken.Request{
+		Subject:  txntoken.Anonymous,
+		Scopes:   r.method.Scopes,
+		ClientIP: st.clientIP,
+		Context:  r.method.TransactionContext(req),
+	}
+	if st.user != nil {
+		mint.Subject = st.user.Subject
+		mint.SessionID = st.user.SessionID
+	}
+	tok, err := r.minter.Mint(mint)
+	if err != nil {
+		return nil, fmt.Errorf("minting transaction token: %w", err)
+	}
+	st.txn = tok.Claims.ID
+	return txntoken.NewContext(ctx, tok), nil
+}
+
+func (r *route) forwardUnary(ctx context.Context, req proto.Message, stream connect.ServerStream) error {
+	resp := r.response.New().Interface()
+	var header metadata.MD
+	if err := r.upstream.Invoke(ctx, r.method.Procedure, req, resp, grpc.Header(&header)); err != nil {
+		return upstreamError(ctx, err, header)
+	}
+	return stream.Send(resp)
+}
+
+func (r *route) forwardStream(ctx context.Context, req proto.Message, stream connect.ServerStream) error {
+	desc := &grpc.StreamDesc{StreamName: string(r.method.Desc.Name()), ServerStreams: true}
+	upstream, err := r.upstream.NewStream(ctx, desc, r.method.Procedure)
+	if err != nil {
+		return upstreamError(ctx, err, nil)
+	}
+	if err := upstream.SendMsg(req); err != nil && !errors.Is(err, io.EOF) {
+		return upstreamError(ctx, err, nil)
+	}
+	if err := upstream.CloseSend(); err != nil {
+		return upstreamError(ctx, err, nil)
+	}
+	for {
+		resp := r.response.New().Interface()
+		if err := upstream.RecvMsg(resp); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			header, _ := upstream.Header()
+			return upstreamError(ctx, err, header)
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+}
+
+// forwardedDetails are the error details a client may see: what was wrong
+// with its request, and when to retry.
+var forwardedDetails = map[string]bool{
+	"buf.validate.Violations": true,
+	"google.rpc.BadRequest":   true,
+	"google.rpc.RetryInfo":    true,
+}
+
+// upstreamError turns a workload's gRPC error into the gateway's answer.
+// Codes that mean the platform itself failed are masked to a bare
+// message; the others keep the message the service wrote for clients and
+// the details in forwardedDetails.
+func upstreamError(ctx context.Context, err error, header metadata.MD) error {
+	st := status.Convert(err)
+	switch st.Code() {
+	case codes.Unknown, codes.Internal, codes.DataLoss, codes.Unauthenticated, codes.Unimplemented:
+		// A refused transaction token or an unknown method upstream is the
+		// platform's fault, not the caller's.
+		return connect.NewError(connect.CodeInternal, "internal error").WithCause(err)
+	case codes.Unavailable:
+		return connect.NewError(connect.CodeUnavailable, "service unavailable").WithCause(err)
+	case codes.PermissionDenied:
+		return connect.NewError(connect.CodePermissionDenied, "permission denied").WithCause(err)
+	case codes.Canceled:
+		return connect.NewError(connect.CodeCanceled, "call canceled").WithCause(err)
+	case codes.DeadlineExceeded:
+		return connect.NewError(connect.CodeDeadlineExceeded, "deadline exceeded").WithCause(err)
+	}
+	out := connect.NewError(connect.Code(st.Code()), st.Message()).WithCause(err)
+	for _, detail := range st.Proto().GetDetails() {
+		name := string(detail.MessageName())
+		if !forwardedDetails[name] {
+			continue
+		}
+		if d, err := connectproto.NewErrorDetail(detail); err == nil {
+			out = out.WithDetail(d)
+		}
+	}
+	if st.Code() == codes.ResourceExhausted {
+		if v := header.Get(grpcserver.RetryAfterKey); len(v) == 1 {
+			if info, ok := connect.CallInfoForServerContext(ctx); ok {
+				info.ResponseHeader().Set("Retry-After", v[0])
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,13 @@
+package devstack
+
+import (
+	"os/exec"
+	"syscall"
+)
+
+// detach puts the process in its own process group, so that Ctrl-C in the
+// terminal reaches the stack, which stops the workloads in order, and asks
+// the kernel to stop the process if the stack dies without doing so.
+func detach(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+}

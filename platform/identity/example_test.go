@@ -1,0 +1,109 @@
+package identity_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"example.com/rampart/platform/devpki"
+	"example.com/rampart/platform/identity"
+)
+
+// staticFrom issues an SVID for name and wraps it with ca's bundle.
+func staticFrom(ca *devpki.CA, name string) identity.Source {
+	creds, err := ca.Issue(name, time.Hour)
+	if err != nil {
+		log.Fatal(err)
+	}
+	svid, err := creds.SVID()
+	if err != nil {
+		log.Fatal(err)
+	}
+	return identity.NewStaticSource(svid, ca.Bundle())
+}
+
+// An HTTP server that only workloads of its trust domain can reach, and a
+// client that only talks to the workload it expects.
+func ExampleServerTLSConfig() {
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	ca, err := devpki.NewCA(td)
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := &http.Server{
+		TLSConfig:         identity.ServerTLSConfig(staticFrom(ca, "user")),
+		ReadHeaderTimeout: 5 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			caller, err := identity.PeerIDFromTLS(r.TLS)
+			if err != nil {
+				http.Error(w, "unknown caller", http.StatusForbidden)
+				return
+			}
+			fmt.Fprintf(w, "hello, %s", caller)
+		}),
+	}
+	go srv.ServeTLS(ln, "", "")
+	defer srv.Close()
+
+	userID := spiffeid.RequireFromPath(td, "/user")
+	client := &http.Client{Transport: &http.Transport{
+		TLSClientConfig: identity.ClientTLSConfig(staticFrom(ca, "order"), userID),
+	}}
+	resp, err := client.Get("https://" + ln.Addr().String() + "/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(string(body))
+	fmt.Println(resp.TLS.PeerCertificates[0].URIs[0])
+	// Output:
+	// hello, spiffe://example.org/order
+	// spiffe://example.org/user
+}
+
+// Credentials kept on disk, here by the development PKI, are loaded once
+// and then followed as they rotate.
+func ExampleNewFileSource() {
+	dir, err := os.MkdirTemp("", "pki")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	if err := devpki.Ensure(dir, td, "order"); err != nil {
+		log.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src, err := identity.NewFileSource(ctx, devpki.WorkloadFiles(dir, "order"), identity.FileOptions{
+		OnError: func(err error) { log.Print(err) },
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer src.Close()
+
+	svid, err := src.GetX509SVID()
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(svid.ID)
+	// Output: spiffe://example.org/order
+}

@@ -1,0 +1,41 @@
+package secret_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"example.com/rampart/platform/secret"
+)
+
+func ExampleString() {
+	type config struct {
+		User     string
+		Password secret.String
+	}
+	cfg := config{User: "app", Password: secret.New("hunter2")}
+
+	fmt.Printf("%v\n", cfg)
+	fmt.Printf("%+v\n", cfg)
+	out, _ := json.Marshal(cfg)
+	fmt.Println(string(out))
+
+	logger := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+	logger.Info("config loaded", "password", cfg.Password)
+
+	fmt.Println(len(cfg.Password.Reveal()))
+	// Output:
+	// {app [REDACTED]}
+	// {User:app Password:[REDACTED]}
+	// {"User":"app","Password":"[REDACTED]"}
+	// level=INFO msg="config loaded" password=[REDACTED]
+	// 7
+}
