@@ -45,7 +45,8 @@ func TestLoad(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			got := defaults
-			err := load("app", &got, func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok })
+			lookup := func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok }
+			err := load("app", &got, lookup)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("error = %v, want one naming %s", err, tt.wantErr)

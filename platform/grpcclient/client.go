@@ -35,7 +35,8 @@ type Config struct {
 func Dial(target string, server spiffeid.ID, cfg Config) (*grpc.ClientConn, error) {
 	tel := cfg.Telemetry
 	conn, err := grpc.NewClient(target,
-		grpc.WithTransportCredentials(credentials.NewTLS(identity.ClientTLSConfig(cfg.Identity, server))),
+		grpc.WithTransportCredentials(
+			credentials.NewTLS(identity.ClientTLSConfig(cfg.Identity, server))),
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler(
 			otelgrpc.WithTracerProvider(tel.TracerProvider),
 			otelgrpc.WithMeterProvider(tel.MeterProvider),

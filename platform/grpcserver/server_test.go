@@ -52,24 +52,32 @@ type fakeOrders struct {
 	deadline atomic.Pointer[time.Duration]
 }
 
-func (f *fakeOrders) GetOrder(ctx context.Context, req *orderv1.GetOrderRequest) (*orderv1.GetOrderResponse, error) {
+func (f *fakeOrders) GetOrder(
+	ctx context.Context, req *orderv1.GetOrderRequest,
+) (*orderv1.GetOrderResponse, error) {
 	f.calls.Add(1)
 	if dl, ok := ctx.Deadline(); ok {
 		left := time.Until(dl)
 		f.deadline.Store(&left)
 	}
 	tok, _ := txntoken.FromContext(ctx)
-	return &orderv1.GetOrderResponse{Order: &orderv1.Order{OrderId: req.GetOrderId(), FailureReason: tok.Claims.Subject}}, nil
+	order := &orderv1.Order{OrderId: req.GetOrderId(), FailureReason: tok.Claims.Subject}
+	return &orderv1.GetOrderResponse{Order: order}, nil
 }
 
-func (f *fakeOrders) CancelOrder(context.Context, *orderv1.CancelOrderRequest) (*orderv1.CancelOrderResponse, error) {
+func (f *fakeOrders) CancelOrder(
+	context.Context, *orderv1.CancelOrderRequest,
+) (*orderv1.CancelOrderResponse, error) {
 	f.calls.Add(1)
 	panic("database on fire at /var/lib/secret.db")
 }
 
-func (f *fakeOrders) WatchOrder(req *orderv1.WatchOrderRequest, stream grpc.ServerStreamingServer[orderv1.WatchOrderResponse]) error {
+func (f *fakeOrders) WatchOrder(
+	req *orderv1.WatchOrderRequest, stream grpc.ServerStreamingServer[orderv1.WatchOrderResponse],
+) error {
 	f.calls.Add(1)
-	return stream.Send(&orderv1.WatchOrderResponse{Order: &orderv1.Order{OrderId: req.GetOrderId()}})
+	order := &orderv1.Order{OrderId: req.GetOrderId()}
+	return stream.Send(&orderv1.WatchOrderResponse{Order: order})
 }
 
 // fixture is an order server on 127.0.0.1 with the platform's chain, the
@@ -132,12 +140,16 @@ func newFixture(t *testing.T, limiter *ratelimit.Limiter) *fixture {
 		}
 		return m
 	}
-	verifier, err := txntoken.NewVerifier(txntoken.VerifierConfig{Keys: keys, TrustDomain: trustDomain, Issuer: gateway})
+	verifier, err := txntoken.NewVerifier(txntoken.VerifierConfig{
+		Keys: keys, TrustDomain: trustDomain, Issuer: gateway,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
-	tel, err := telemetry.New(t.Context(), telemetry.Config{Service: "order", LogOutput: logs, DisableOTLP: true})
+	tel, err := telemetry.New(t.Context(), telemetry.Config{
+		Service: "order", LogOutput: logs, DisableOTLP: true,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +239,8 @@ func TestChecksBeforeTheHandler(t *testing.T) {
 			Context: map[string]string{"order_id": orderA}}, orderA, codes.PermissionDenied},
 		{"scope missing", "gateway", f.minter, ptr(userToken("alice", orderA, "orders:write")),
 			orderA, codes.PermissionDenied},
-		{"another order than the transaction's", "gateway", f.minter, &valid, orderB, codes.PermissionDenied},
+		{"another order than the transaction's", "gateway", f.minter, &valid, orderB,
+			codes.PermissionDenied},
 		{"invalid request", "gateway", f.minter, ptr(userToken("alice", "nope", "orders:read")),
 			"nope", codes.InvalidArgument},
 	}
@@ -247,7 +260,8 @@ func TestChecksBeforeTheHandler(t *testing.T) {
 				t.Errorf("the handler ran %d times for a refused call", ran)
 			}
 			if tt.wantCode == codes.PermissionDenied || tt.wantCode == codes.Unauthenticated {
-				if msg := status.Convert(err).Message(); strings.Contains(msg, "policy") || strings.Contains(msg, "txntoken") {
+				msg := status.Convert(err).Message()
+				if strings.Contains(msg, "policy") || strings.Contains(msg, "txntoken") {
 					t.Errorf("the refusal tells the caller why: %q", msg)
 				}
 			}
@@ -336,7 +350,8 @@ func TestFloodFromOneUserSparesOthers(t *testing.T) {
 func TestDeadlineIsCapped(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil)
-	ctx, cancel := context.WithTimeout(f.token(t, f.minter, userToken("alice", orderA, "orders:read")), time.Hour)
+	token := f.token(t, f.minter, userToken("alice", orderA, "orders:read"))
+	ctx, cancel := context.WithTimeout(token, time.Hour)
 	defer cancel()
 	if _, err := f.client(t, "gateway").GetOrder(ctx, &orderv1.GetOrderRequest{OrderId: orderA}); err != nil {
 		t.Fatal(err)

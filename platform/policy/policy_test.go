@@ -123,6 +123,8 @@ func TestPublicMethods(t *testing.T) {
 	}
 }
 
+const createOrder = "/order.v1.OrderService/CreateOrder"
+
 func TestAuthorize(t *testing.T) {
 	t.Parallel()
 	set := loadGlobal(t)
@@ -133,10 +135,10 @@ func TestAuthorize(t *testing.T) {
 		scopes    []string
 		wantErr   error
 	}{
-		{"user with scope", "/order.v1.OrderService/CreateOrder", true, []string{"orders:write"}, nil},
+		{"user with scope", createOrder, true, []string{"orders:write"}, nil},
 		{"extra scopes", "/order.v1.OrderService/GetOrder", true, []string{"profile", "orders:read"}, nil},
-		{"anonymous", "/order.v1.OrderService/CreateOrder", false, []string{"orders:write"}, policy.ErrUserRequired},
-		{"missing scope", "/order.v1.OrderService/CreateOrder", true, []string{"orders:read"}, policy.ErrMissingScope},
+		{"anonymous", createOrder, false, []string{"orders:write"}, policy.ErrUserRequired},
+		{"missing scope", createOrder, true, []string{"orders:read"}, policy.ErrMissingScope},
 		{"no scopes", "/payment.v1.PaymentService/GetPayment", true, nil, policy.ErrMissingScope},
 		{"anonymous catalog", "/order.v1.CatalogService/ListProducts", false, nil, nil},
 		{"internal user method", "/user.v1.UserService/GetUser", true, nil, nil},

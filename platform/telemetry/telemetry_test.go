@@ -51,7 +51,9 @@ func TestLogLinesCarryServiceAndTrace(t *testing.T) {
 		"trace_id": span.SpanContext().TraceID().String(),
 		"span_id":  span.SpanContext().SpanID().String(),
 	}
-	got := map[string]any{"service": inside["service"], "trace_id": inside["trace_id"], "span_id": inside["span_id"]}
+	got := map[string]any{
+		"service": inside["service"], "trace_id": inside["trace_id"], "span_id": inside["span_id"],
+	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("log line in a span (-want +got):\n%s", diff)
 	}
