@@ -6,7 +6,7 @@ export GOTOOLCHAIN := go1.27.3
 export GOFLAGS := -buildvcs=false
 
 # The workspace modules, in dependency order.
-MODULES := proto platform gateway services/user services/order services/payment
+MODULES := proto platform gateway services/user services/order services/payment e2e
 # The binaries: every workload, and the rampart command that runs them.
 COMMANDS := ./gateway/cmd/gateway ./services/user/cmd/user ./services/order/cmd/order \
 	./services/payment/cmd/payment ./platform/cmd/rampart
