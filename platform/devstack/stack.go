@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -67,8 +68,17 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if err := s.startNATS(ctx); err != nil {
 		return nil, err
 	}
+	// Every workload starts at once, then the stack waits for each to be
+	// ready: readiness depends on peers (a service is ready once it holds
+	// the gateway's keys, the gateway once it found the user service's
+	// issuer keys), so no start order would do.
 	for _, name := range Workloads {
-		if err := s.StartWorkload(ctx, name); err != nil {
+		if err := s.launch(name); err != nil {
+			return nil, err
+		}
+	}
+	for _, name := range Workloads {
+		if err := s.waitReady(ctx, name); err != nil {
 			return nil, err
 		}
 	}
@@ -94,23 +104,19 @@ func (s *Stack) startNATS(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	users, err := natsauth.Users(set, Workloads...)
-	if err != nil {
-		return err
-	}
-	opts := &server.Options{
-		ServerName: "rampart-dev",
+	// The same rules as the containers' configuration file: both come
+	// from natsauth.
+	opts, err := natsauth.ServerOptions(natsauth.ServerConfig{
+		Policy:     set,
+		Workloads:  Workloads,
+		Identity:   s.source,
 		Host:       s.cfg.Host,
 		Port:       s.cfg.Ports.NATS,
-		JetStream:  true,
 		StoreDir:   filepath.Join(s.cfg.Dir, "nats"),
-		TLSConfig:  identity.ServerTLSConfig(s.source),
-		TLS:        true,
-		TLSVerify:  true,
-		TLSMap:     true,
-		Users:      users,
-		NoSigs:     true,
-		NoLog:      true,
+		ServerName: "rampart-dev",
+	})
+	if err != nil {
+		return err
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -129,12 +135,20 @@ func (s *Stack) startNATS(ctx context.Context) error {
 // StartWorkload starts one workload's process and waits until it is
 // ready. Tests use it to restart a workload they stopped.
 func (s *Stack) StartWorkload(ctx context.Context, name string) error {
+	if err := s.launch(name); err != nil {
+		return err
+	}
+	return s.waitReady(ctx, name)
+}
+
+// launch starts a workload's process.
+func (s *Stack) launch(name string) error {
 	bin, err := filepath.Abs(filepath.Join(s.cfg.BinDir, name))
 	if err != nil {
 		return err
 	}
 	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), s.cfg.env(name)...)
+	cmd.Env = append(inherited(), s.cfg.env(name)...)
 	cmd.Stdout = prefixed(s.out, name)
 	cmd.Stderr = cmd.Stdout
 	detach(cmd)
@@ -155,7 +169,14 @@ func (s *Stack) StartWorkload(ctx context.Context, name string) error {
 			s.Exited <- name
 		}
 	}()
+	return nil
+}
 
+// waitReady waits until a launched workload answers /readyz.
+func (s *Stack) waitReady(ctx context.Context, name string) error {
+	s.mu.Lock()
+	p := s.procs[name]
+	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ReadyTimeout)
 	defer cancel()
 	if err := waitReady(ctx, "http://"+s.cfg.adminAddr(name)+"/readyz", p.exited); err != nil {
@@ -222,6 +243,20 @@ func (s *Stack) Stop(ctx context.Context) error {
 		errs = append(errs, s.source.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// inherited is the stack's own environment minus what would point a
+// workload at another source of identity than the stack's PKI: a SPIFFE
+// agent socket set in a developer's shell, for instance.
+func inherited() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasSuffix(name, identity.EndpointSocketEnv) {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 // natsLogger passes on the NATS server's warnings and errors, which say

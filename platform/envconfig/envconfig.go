@@ -56,27 +56,27 @@ func load(prefix string, dst any, lookup func(string) (string, bool)) error {
 var (
 	durationType = reflect.TypeFor[time.Duration]()
 	levelType    = reflect.TypeFor[slog.Level]()
-	textType     = reflect.TypeFor[encoding.TextUnmarshaler]()
 )
 
 func set(field reflect.Value, raw string) error {
-	switch {
-	case field.Type() == levelType:
+	switch field.Type() {
+	case levelType:
 		var level slog.Level
 		if err := level.UnmarshalText([]byte(raw)); err != nil {
 			return err
 		}
 		field.Set(reflect.ValueOf(level))
 		return nil
-	case field.Type() == durationType:
+	case durationType:
 		d, err := time.ParseDuration(raw)
 		if err != nil {
 			return err
 		}
 		field.SetInt(int64(d))
 		return nil
-	case reflect.PointerTo(field.Type()).Implements(textType):
-		return field.Addr().Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(raw))
+	}
+	if text, ok := reflect.TypeAssert[encoding.TextUnmarshaler](field.Addr()); ok {
+		return text.UnmarshalText([]byte(raw))
 	}
 	switch field.Kind() {
 	case reflect.String:

@@ -17,7 +17,7 @@ type sample struct {
 	Timeout  time.Duration `env:"TIMEOUT"`
 	Level    slog.Level    `env:"LOG_LEVEL"`
 	Ignored  string
-	internal string `env:"INTERNAL"`
+	internal string `env:"INTERNAL"` //nolint:unused // Load must leave a field it cannot set alone
 }
 
 func TestLoad(t *testing.T) {

@@ -179,7 +179,11 @@ func Handle[M proto.Message](c *Consumer, fn func(ctx context.Context, msg M) er
 	}
 	var prototype M
 	return c.Handle(prototype, func(ctx context.Context, msg proto.Message) error {
-		return fn(ctx, msg.(M))
+		typed, ok := msg.(M)
+		if !ok {
+			return Permanent(fmt.Errorf("events: handler of %T given a %T", prototype, msg))
+		}
+		return fn(ctx, typed)
 	})
 }
 
@@ -248,7 +252,8 @@ func (c *Consumer) consume(ctx context.Context, stream string, subjects []string
 		cons, err := c.ensureConsumer(ctx, stream, subjects)
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil
+				// Shutting down: err is the cancellation, and Run ends with nil.
+				return nil //nolint:nilerr // see above
 			}
 			return err
 		}
@@ -293,6 +298,11 @@ func (c *Consumer) ensureConsumer(
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        c.cfg.AckWait,
 		MaxDeliver:     c.cfg.MaxDeliver,
+	}
+	if len(subjects) == 1 {
+		// A single filter travels in the API request's subject, where NATS
+		// permissions can pin it (see package natsauth).
+		cfg.FilterSubject, cfg.FilterSubjects = subjects[0], nil
 	}
 	wait := 250 * time.Millisecond
 	for {

@@ -220,34 +220,45 @@ func TestRejected(t *testing.T) {
 			if n := got.count(); n != 0 {
 				t.Errorf("the handler ran %d times", n)
 			}
-			lines := h.logs.lines(t, "event")
-			if len(lines) != 1 {
-				t.Fatalf("%d log lines, want 1 (no redelivery): %v", len(lines), lines)
-			}
-			wantLine := map[string]any{
-				"level": "WARN", "outcome": "rejected", "audit": true, "reason": tt.reason,
-			}
-			for k, want := range wantLine {
-				if lines[0][k] != want {
-					t.Errorf("log %s = %v, want %v", k, lines[0][k], want)
-				}
-			}
-			if _, ok := lines[0]["error"]; !ok {
-				t.Error("the log line does not say why")
-			}
-			cons, err := h.js.Consumer(t.Context(), events.StreamName("order"), "payment")
-			if err != nil {
-				t.Fatal(err)
-			}
-			info, err := cons.Info(t.Context())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if info.NumAckPending != 0 || info.NumRedelivered != 0 {
-				t.Errorf("consumer has %d pending and %d redelivered, want the message settled",
-					info.NumAckPending, info.NumRedelivered)
-			}
+			checkAudited(t, h.logs.lines(t, "event"), tt.reason)
+			checkSettled(t, h)
 		})
+	}
+}
+
+// checkAudited checks that lines hold one audit event: a rejection for
+// reason, with the error that says why.
+func checkAudited(t *testing.T, lines []map[string]any, reason string) {
+	t.Helper()
+	if len(lines) != 1 {
+		t.Fatalf("%d log lines, want 1 (no redelivery): %v", len(lines), lines)
+	}
+	want := map[string]any{"level": "WARN", "outcome": "rejected", "audit": true, "reason": reason}
+	for k, v := range want {
+		if lines[0][k] != v {
+			t.Errorf("log %s = %v, want %v", k, lines[0][k], v)
+		}
+	}
+	if _, ok := lines[0]["error"]; !ok {
+		t.Error("the log line does not say why")
+	}
+}
+
+// checkSettled checks that the payment consumer of the order stream holds
+// no message waiting for an acknowledgement or delivered again.
+func checkSettled(t *testing.T, h *harness) {
+	t.Helper()
+	cons, err := h.js.Consumer(t.Context(), events.StreamName("order"), "payment")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != 0 || info.NumRedelivered != 0 {
+		t.Errorf("consumer has %d pending and %d redelivered, want the message settled",
+			info.NumAckPending, info.NumRedelivered)
 	}
 }
 

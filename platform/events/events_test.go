@@ -53,6 +53,7 @@ func TestEnsureStream(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.workload, func(t *testing.T) {
+			t.Parallel()
 			// Twice: the second call must change nothing and not fail.
 			for range 2 {
 				if err := events.EnsureStream(t.Context(), js, set, tt.workload); err != nil {

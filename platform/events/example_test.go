@@ -45,6 +45,12 @@ func (verifier) VerifyAt(context.Context, string, time.Time) (*txntoken.Token, e
 	return nil, errors.New("not in this example")
 }
 
+// charge is the payment workload's handler of OrderCreated. Its context
+// carries the verified transaction token (txntoken.FromContext) and the
+// message's span. It would charge the order's total, unless it held a
+// payment for that order already: the same event may arrive twice.
+func charge(context.Context, *orderv1.OrderCreated) error { return nil }
+
 func ExampleHandle() {
 	set, err := policy.Load(spiffeid.RequireTrustDomainFromString("rampart.local"),
 		protoregistry.GlobalFiles)
@@ -61,17 +67,11 @@ func ExampleHandle() {
 		log.Fatal(err)
 	}
 
-	err = events.Handle(consumer, func(ctx context.Context, e *orderv1.OrderCreated) error {
-		// ctx carries the verified transaction token (txntoken.FromContext)
-		// and the message's span. The payment workload charges e.Total for
-		// e.OrderId here, unless it holds a payment for that order already:
-		// the same event may arrive twice.
-		return nil
-	})
+	err = events.Handle(consumer, charge)
 	fmt.Println(err)
 
 	// The policy lists no subscriber of OrderCancelled.
-	err = events.Handle(consumer, func(ctx context.Context, e *orderv1.OrderCancelled) error {
+	err = events.Handle(consumer, func(context.Context, *orderv1.OrderCancelled) error {
 		return nil
 	})
 	fmt.Println(errors.Is(err, policy.ErrCallerNotAllowed))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"runtime/debug"
 	"time"
 
@@ -187,13 +188,16 @@ func (c *Consumer) decode(r *route, msg jetstream.Msg) (proto.Message, error) {
 // failure decides what follows a handler's error: another delivery after
 // a delay, or, for a permanent error or the last allowed delivery, none.
 func (c *Consumer) failure(msg jetstream.Msg, err error) result {
-	var permanent *permanentError
-	if errors.As(err, &permanent) {
+	if _, ok := errors.AsType[*permanentError](err); ok {
 		return result{outcome: outcomeFailed, reason: reasonPermanent, err: err}
 	}
+	// This delivery's number, from 1 up to MaxDeliver.
 	delivered := 1
 	if meta, metaErr := msg.Metadata(); metaErr == nil {
-		delivered = int(min(meta.NumDelivered, uint64(c.cfg.MaxDeliver)))
+		delivered = c.cfg.MaxDeliver
+		if n := meta.NumDelivered; n < math.MaxInt32 {
+			delivered = max(1, min(int(n), delivered))
+		}
 	}
 	if delivered >= c.cfg.MaxDeliver {
 		return result{outcome: outcomeFailed, reason: reasonMaxDeliver,
@@ -278,7 +282,8 @@ func enqueuedAt(msg jetstream.Msg) (time.Time, error) {
 	}
 	stored := meta.Timestamp
 	if enqueued.After(stored.Add(maxClockSkew)) || stored.Sub(enqueued) > MaxAge {
-		return time.Time{}, fmt.Errorf("enqueued at %s, stored at %s", enqueued.Format(time.RFC3339), stored.Format(time.RFC3339))
+		return time.Time{}, fmt.Errorf("enqueued at %s, stored at %s",
+			enqueued.Format(time.RFC3339), stored.Format(time.RFC3339))
 	}
 	return enqueued, nil
 }

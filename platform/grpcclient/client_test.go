@@ -70,7 +70,7 @@ func serve(t *testing.T, ca *devpki.CA, name string) (string, *recordingUsers) {
 	tlsConfig := identity.ServerTLSConfig(source(t, ca, name))
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(tlsConfig)))
 	userv1.RegisterUserServiceServer(srv, users)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

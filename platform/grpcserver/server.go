@@ -64,9 +64,11 @@ type Config struct {
 	// MaxStreamDeadline caps the deadline of a streaming call (default
 	// 10m).
 	MaxStreamDeadline time.Duration
-	// MaxConnectionAge closes connections after this long (default 10m),
-	// so that long-lived HTTP/2 connections handshake again and pick up
-	// rotated certificates.
+	// MaxConnectionAge closes connections after this long (default 10m,
+	// give or take a tenth), so that long-lived HTTP/2 connections
+	// handshake again: both ends then present their rotated certificates,
+	// and a client whose CA has left the bundle is refused. Calls in
+	// flight get 30 seconds more to finish.
 	MaxConnectionAge time.Duration
 	// MaxRecvMsgSize caps the size of one request message (default 1 MiB).
 	MaxRecvMsgSize int

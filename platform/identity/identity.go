@@ -4,10 +4,10 @@
 //
 // A peer is the single spiffe:// URI SAN of its leaf certificate, in our
 // trust domain and with a path. Its common name and DNS names are never
-// read. Credentials come from a [Source]; [FileSource] reloads them from
-// disk, and the TLS configurations built here read the source on every
-// handshake, so rotated certificates and bundles take effect without a
-// restart.
+// read. Credentials come from a [Source]: [FileSource] reloads them from
+// disk, [WorkloadAPISource] receives them from the SPIFFE Workload API, and
+// the TLS configurations built here read the source on every handshake, so
+// rotated certificates and bundles take effect without a restart.
 package identity
 
 import (

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -122,7 +123,9 @@ func TestServerTLSConfigRefusesClients(t *testing.T) {
 	tests := []struct {
 		name string
 		cert *tls.Certificate
-		tls2 bool // offer TLS 1.2 at most
+		// maxVersion, when set, is the highest TLS version the client
+		// offers.
+		maxVersion uint16
 		// wantVerify says whether SVID verification must have run and
 		// refused; the other cases fail earlier in the handshake.
 		wantVerify bool
@@ -198,9 +201,21 @@ func TestServerTLSConfigRefusesClients(t *testing.T) {
 			wantVerify: true,
 		},
 		{
-			name: "TLS 1.2 client",
-			cert: tlsCert(t, issue(t, ca, "client")),
-			tls2: true,
+			// The root itself, with its key: it chains to the bundle, being
+			// in it, but a CA is no workload.
+			name:       "the CA's own certificate",
+			cert:       caKeyPair(t, ca),
+			wantVerify: true,
+		},
+		{
+			name:       "TLS 1.2 client",
+			cert:       tlsCert(t, issue(t, ca, "client")),
+			maxVersion: tls.VersionTLS12,
+		},
+		{
+			name:       "TLS 1.1 client",
+			cert:       tlsCert(t, issue(t, ca, "client")),
+			maxVersion: tls.VersionTLS11,
 		},
 	}
 	for _, tt := range tests {
@@ -211,8 +226,8 @@ func TestServerTLSConfigRefusesClients(t *testing.T) {
 			ts := startHTTPS(t, serverCfg)
 
 			clientCfg := withClientCert(identity.ClientTLSConfig(clientSrc, serverID), tt.cert)
-			if tt.tls2 {
-				clientCfg.MinVersion, clientCfg.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
+			if tt.maxVersion != 0 {
+				clientCfg.MinVersion, clientCfg.MaxVersion = tls.VersionTLS10, tt.maxVersion
 			}
 			if body, _, err := get(t, ts.addr, clientCfg); err == nil {
 				t.Fatalf("request succeeded as %q, want the handshake refused", body)
@@ -232,6 +247,21 @@ func TestServerTLSConfigRefusesClients(t *testing.T) {
 			}
 		})
 	}
+}
+
+// caKeyPair returns ca's own certificate and key, as a client would
+// present them after stealing them.
+func caKeyPair(t *testing.T, ca *devpki.CA) *tls.Certificate {
+	t.Helper()
+	dir := t.TempDir()
+	if err := ca.Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &pair
 }
 
 func TestServerTLSConfigAcceptsAnyWorkloadOfTrustDomain(t *testing.T) {

@@ -144,6 +144,13 @@ func (r *Remote) Close() {
 // of the server coming up, yet does not hammer a server that is down.
 const retryMin = 250 * time.Millisecond
 
+// retryMax caps the waits between failed background fetches.
+const retryMax = 5 * time.Second
+
+// firstFetchInterval spaces the fetches that lookups cause before any set
+// has been fetched.
+const firstFetchInterval = 500 * time.Millisecond
+
 func (r *Remote) refreshLoop(ctx context.Context) {
 	defer r.loop.Done()
 	retry := retryMin
@@ -153,7 +160,7 @@ func (r *Remote) refreshLoop(ctx context.Context) {
 			select {
 			case <-call.done:
 				if call.err != nil {
-					wait, retry = retry, min(2*retry, r.opts.RefreshInterval)
+					wait, retry = retry, min(2*retry, retryMax, r.opts.RefreshInterval)
 				} else {
 					retry = retryMin
 				}
@@ -175,6 +182,26 @@ func (r *Remote) refreshLoop(ctx context.Context) {
 		}
 	}
 }
+
+// Fetch fetches the set now, or waits for the fetch in flight, and returns
+// its error: one wrapping [ErrInvalidKeySet] for a set refused as a whole,
+// such as one holding a weak key, or the network's or the server's. A
+// program calls it at start-up so that an issuer it can never verify
+// fails the start rather than every token afterwards. The fetch counts
+// against MinRefreshInterval like any other.
+func (r *Remote) Fetch(ctx context.Context) error {
+	call := r.begin(true)
+	select {
+	case <-call.done:
+		return call.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Loaded reports whether a set has been fetched: until then every lookup
+// fails. Readiness checks use it.
+func (r *Remote) Loaded() bool { return r.keys.Load() != nil }
 
 // Key returns the key named kid. A kid missing from the cached set makes
 // the Remote refetch, unless it fetched less than MinRefreshInterval ago;
@@ -240,8 +267,16 @@ func (r *Remote) begin(force bool) *fetchCall {
 	if r.inflight != nil {
 		return r.inflight
 	}
+	// Until a first set arrives, every token fails anyway; wait only
+	// briefly between attempts, so that a Remote started before its
+	// server (a workload before the gateway, at start-up) answers as soon
+	// as the server does.
+	interval := r.opts.MinRefreshInterval
+	if r.keys.Load() == nil {
+		interval = min(interval, firstFetchInterval)
+	}
 	now := r.now()
-	if !force && !r.lastAttempt.IsZero() && now.Sub(r.lastAttempt) < r.opts.MinRefreshInterval {
+	if !force && !r.lastAttempt.IsZero() && now.Sub(r.lastAttempt) < interval {
 		return nil
 	}
 	r.lastAttempt = now

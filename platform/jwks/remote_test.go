@@ -2,6 +2,7 @@ package jwks
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -201,6 +202,77 @@ func TestRemoteFirstFetchFails(t *testing.T) {
 	t.Cleanup(unreachable.Close)
 	if _, err := unreachable.Key(t.Context(), "kid"); !errors.Is(err, ErrUnknownKey) {
 		t.Errorf("Key() with a non-HTTP URL error = %v, want ErrUnknownKey", err)
+	}
+}
+
+// TestRemoteBeforeItsFirstSet is a workload asked to verify a token before
+// the server of its keys is up: once the server answers, the next lookup
+// after a short pause finds the key, without waiting for the refresh
+// interval meant for sets already known.
+func TestRemoteBeforeItsFirstSet(t *testing.T) {
+	t.Parallel()
+	key := newKey(t, jose.ES256)
+	srv := newJWKSServer(t, nil)
+	srv.serve(http.StatusServiceUnavailable, nil)
+	r, clock := newTestRemote(t, srv, RemoteOptions{MinRefreshInterval: time.Hour})
+
+	if _, err := r.Key(t.Context(), key.KeyID); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("Key() while the server is down: %v, want ErrUnknownKey", err)
+	}
+	srv.serve(http.StatusOK, publicDoc(t, key))
+	if _, err := r.Key(t.Context(), key.KeyID); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("Key() at once again: %v, want ErrUnknownKey without a fetch", err)
+	}
+	clock.Advance(time.Second)
+	if _, err := r.Key(t.Context(), key.KeyID); err != nil {
+		t.Fatalf("Key() a second after the server came up: %v", err)
+	}
+	if hits := srv.hits.Load(); hits != 2 {
+		t.Errorf("%d fetches, want 2", hits)
+	}
+}
+
+func TestRemoteFetch(t *testing.T) {
+	t.Parallel()
+	key := newKey(t, jose.ES256)
+	weak, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newJWKSServer(t, publicDoc(t, key))
+	r, clock := newTestRemote(t, srv, RemoteOptions{})
+	if err := r.Fetch(t.Context()); err != nil {
+		t.Fatalf("Fetch() error = %v", err)
+	}
+	if _, ok := r.lookup(key.KeyID); !ok {
+		t.Error("Fetch() did not store the set")
+	}
+
+	// A fetch made at start-up counts against the interval: the unknown
+	// kids that follow cause no second one.
+	if _, err := r.Key(t.Context(), "unknown"); !errors.Is(err, ErrUnknownKey) {
+		t.Errorf("Key(unknown) error = %v, want ErrUnknownKey", err)
+	}
+	if got := srv.hits.Load(); got != 1 {
+		t.Errorf("fetches = %d, want 1", got)
+	}
+
+	srv.serve(http.StatusOK, publicDoc(t, key, jose.JSONWebKey{Key: weak.Public(), KeyID: "weak"}))
+	clock.Advance(time.Second)
+	err = r.Fetch(t.Context())
+	if !errors.Is(err, ErrInvalidKeySet) || !errors.Is(err, ErrWeakKey) {
+		t.Errorf("Fetch() of a set with a weak key error = %v, want ErrInvalidKeySet, ErrWeakKey", err)
+	}
+
+	srv.serve(http.StatusServiceUnavailable, nil)
+	if err := r.Fetch(t.Context()); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Errorf("Fetch() from a failing server error = %v, want the status", err)
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := r.Fetch(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("Fetch(canceled) error = %v, want context.Canceled", err)
 	}
 }
 

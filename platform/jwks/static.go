@@ -14,8 +14,10 @@ type Static struct {
 }
 
 // NewStatic returns a Static holding the public halves of keys. It panics if
-// a key has no kid, two keys share a kid, or a key is symmetric or invalid:
-// those are mistakes in the program, not in its input.
+// a key has no kid, two keys share a kid, or a key is symmetric, invalid or
+// an RSA key under [MinRSABits]: those are mistakes in the program, not in
+// its input, and a weak pinned key must stop the program at start-up rather
+// than fail every token later.
 func NewStatic(keys ...jose.JSONWebKey) *Static {
 	s := &Static{keys: make(map[string]jose.JSONWebKey, len(keys))}
 	for i, key := range keys {
@@ -25,6 +27,9 @@ func NewStatic(keys ...jose.JSONWebKey) *Static {
 			panic(fmt.Sprintf("jwks: static key %d has no kid", i))
 		case !pub.Valid():
 			panic(fmt.Sprintf("jwks: static key %s is symmetric or invalid", clip(key.KeyID)))
+		}
+		if err := checkStrength(pub.Key); err != nil {
+			panic(fmt.Sprintf("jwks: static key %s: %v", clip(key.KeyID), err))
 		}
 		if _, dup := s.keys[key.KeyID]; dup {
 			panic(fmt.Sprintf("jwks: duplicate static kid %s", clip(key.KeyID)))

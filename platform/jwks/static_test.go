@@ -25,6 +25,14 @@ func TestStatic(t *testing.T) {
 	}
 }
 
+func TestNewStaticAcceptsRSA2048(t *testing.T) {
+	t.Parallel()
+	s := jwks.NewStatic(jose.JSONWebKey{Key: rsaKey(t, 2048).Public(), KeyID: "rsa"})
+	if _, err := s.Key(t.Context(), "rsa"); err != nil {
+		t.Errorf("Key() error = %v", err)
+	}
+}
+
 func TestNewStaticPanics(t *testing.T) {
 	t.Parallel()
 	key := generate(t, jose.ES256)
@@ -34,6 +42,7 @@ func TestNewStaticPanics(t *testing.T) {
 		"no kid":        {noKID},
 		"duplicate kid": {key, key},
 		"symmetric":     {{Key: make([]byte, 32), KeyID: "hmac"}},
+		"RSA 1024":      {{Key: rsaKey(t, 1024).Public(), KeyID: "weak"}},
 		"no key":        {{KeyID: "empty"}},
 	}
 	for name, keys := range tests {

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"log"
 	"os"
 	"path/filepath"
 
@@ -27,21 +26,21 @@ func ExampleWriter_Enqueue() {
 	set, err := policy.Load(spiffeid.RequireTrustDomainFromString("rampart.local"),
 		protoregistry.GlobalFiles)
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	dir, err := os.MkdirTemp("", "outbox")
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	defer os.RemoveAll(dir)
 	db, err := sqlitedb.Open(ctx, filepath.Join(dir, "order.db"), outbox.Migrations)
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	defer db.Close()
 	writer, err := outbox.NewWriter(set, "order", nil)
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 
 	// In an RPC handler, the platform has put the caller's verified
@@ -58,13 +57,13 @@ func ExampleWriter_Enqueue() {
 		})
 	})
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	// Here a service calls relay.Notify().
 
 	var subject string
 	if err := db.QueryRowContext(ctx, "SELECT subject FROM outbox").Scan(&subject); err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	fmt.Println("stored for", subject)
 

@@ -42,9 +42,11 @@ func openDB(t testing.TB) *sql.DB {
 	return db
 }
 
-func newWriter(t testing.TB, workload string) *outbox.Writer {
+// newWriter returns the order workload's writer: every test event is an
+// order event.
+func newWriter(t testing.TB) *outbox.Writer {
 	t.Helper()
-	w, err := outbox.NewWriter(loadPolicy(t), workload, nil)
+	w, err := outbox.NewWriter(loadPolicy(t), "order", nil)
 	if err != nil {
 		t.Fatalf("NewWriter: %v", err)
 	}
@@ -91,7 +93,7 @@ func enqueue(
 func pendingRows(t testing.TB, db *sql.DB) int {
 	t.Helper()
 	var n int
-	if err := db.QueryRow("SELECT count(*) FROM outbox").Scan(&n); err != nil {
+	if err := db.QueryRowContext(t.Context(), "SELECT count(*) FROM outbox").Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n

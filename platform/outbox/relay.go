@@ -257,5 +257,5 @@ func (r *Relay) backoff(failures int) time.Duration {
 		d *= 2
 	}
 	d = min(d, r.cfg.MaxBackoff)
-	return d/2 + rand.N(d/2+1)
+	return d/2 + rand.N(d/2+1) //nolint:gosec // G404: jitter spreads retries; it needs no secrecy
 }

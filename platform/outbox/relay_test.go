@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -90,7 +91,7 @@ func TestRollbackPublishesNothing(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	_, js := natsServer(t)
-	w := newWriter(t, "order")
+	w := newWriter(t)
 	r := newRelay(t, db, js, nil)
 	runRelay(t, r)
 	ctx := withToken(t.Context())
@@ -113,7 +114,7 @@ func TestRollbackPublishesNothing(t *testing.T) {
 	r.Notify()
 	eventually(t, "the outbox is empty", func() bool { return pendingRows(t, db) == 0 })
 
-	if diff := cmp.Diff([]string{marker.OrderId}, orderIDs(t, published(t, js))); diff != "" {
+	if diff := cmp.Diff([]string{marker.GetOrderId()}, orderIDs(t, published(t, js))); diff != "" {
 		t.Errorf("published orders (-want +got):\n%s", diff)
 	}
 }
@@ -124,7 +125,7 @@ func TestCommitPublishesOnceWithHeaders(t *testing.T) {
 	_, js := natsServer(t)
 	recorder := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorder))
-	w := newWriter(t, "order")
+	w := newWriter(t)
 	r := newRelay(t, db, js, tp)
 	runRelay(t, r)
 
@@ -133,7 +134,7 @@ func TestCommitPublishesOnceWithHeaders(t *testing.T) {
 	enqueue(t, ctx, db, w, event)
 	span.End()
 	var id string
-	if err := db.QueryRow("SELECT id FROM outbox").Scan(&id); err != nil {
+	if err := db.QueryRowContext(t.Context(), "SELECT id FROM outbox").Scan(&id); err != nil {
 		t.Fatal(err)
 	}
 	r.Notify()
@@ -168,7 +169,7 @@ func TestCommitPublishesOnceWithHeaders(t *testing.T) {
 	if msgs[0].Subject != "orders.created" {
 		t.Errorf("subject = %q, want orders.created", msgs[0].Subject)
 	}
-	if diff := cmp.Diff([]string{event.OrderId}, orderIDs(t, msgs)); diff != "" {
+	if diff := cmp.Diff([]string{event.GetOrderId()}, orderIDs(t, msgs)); diff != "" {
 		t.Errorf("published orders (-want +got):\n%s", diff)
 	}
 }
@@ -180,7 +181,7 @@ func TestRowsSurviveOutage(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	srv, js := natsServer(t)
-	w := newWriter(t, "order")
+	w := newWriter(t)
 	r := newRelay(t, db, js, nil)
 	runRelay(t, r)
 	ctx := withToken(t.Context())
@@ -189,13 +190,14 @@ func TestRowsSurviveOutage(t *testing.T) {
 	want := []string{}
 	for range 3 {
 		event := orderCreated()
-		want = append(want, event.OrderId)
+		want = append(want, event.GetOrderId())
 		enqueue(t, ctx, db, w, event)
 		r.Notify()
 	}
 	eventually(t, "the relay has failed twice", func() bool {
 		var attempts int
-		err := db.QueryRow("SELECT attempts FROM outbox ORDER BY rowid LIMIT 1").Scan(&attempts)
+		err := db.QueryRowContext(t.Context(),
+			"SELECT attempts FROM outbox ORDER BY rowid LIMIT 1").Scan(&attempts)
 		return err == nil && attempts >= 2
 	})
 	if n := pendingRows(t, db); n != 3 {
@@ -215,14 +217,14 @@ func TestCrashAfterPublishIsDeduplicated(t *testing.T) {
 	_, js := natsServer(t)
 	recorder := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorder))
-	w := newWriter(t, "order")
+	w := newWriter(t)
 	event := orderCreated()
 	enqueue(t, withToken(t.Context()), db, w, event)
 
 	// A relay published the row and stopped before deleting it.
 	var id, subject, headers string
 	var payload []byte
-	err := db.QueryRow("SELECT id, subject, payload, headers FROM outbox").
+	err := db.QueryRowContext(t.Context(), "SELECT id, subject, payload, headers FROM outbox").
 		Scan(&id, &subject, &payload, &headers)
 	if err != nil {
 		t.Fatal(err)
@@ -239,7 +241,7 @@ func TestCrashAfterPublishIsDeduplicated(t *testing.T) {
 	runRelay(t, newRelay(t, db, js, tp))
 	eventually(t, "the outbox is empty", func() bool { return pendingRows(t, db) == 0 })
 
-	if diff := cmp.Diff([]string{event.OrderId}, orderIDs(t, published(t, js))); diff != "" {
+	if diff := cmp.Diff([]string{event.GetOrderId()}, orderIDs(t, published(t, js))); diff != "" {
 		t.Errorf("published orders (-want +got):\n%s", diff)
 	}
 	producer := spanNamed(t, recorder, "send orders.created")
@@ -260,10 +262,5 @@ func spanNamed(t testing.TB, recorder *tracetest.SpanRecorder, name string) sdkt
 }
 
 func hasAttribute(attrs []attribute.KeyValue, want attribute.KeyValue) bool {
-	for _, a := range attrs {
-		if a == want {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(attrs, want)
 }

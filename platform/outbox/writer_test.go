@@ -1,7 +1,6 @@
 package outbox_test
 
 import (
-	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -28,7 +27,7 @@ import (
 func TestEnqueueStoresRow(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	w := newWriter(t, "order")
+	w := newWriter(t)
 	tp := trace.NewTracerProvider()
 	ctx, span := tp.Tracer("test").Start(withToken(t.Context()), "CreateOrder")
 	defer span.End()
@@ -38,7 +37,7 @@ func TestEnqueueStoresRow(t *testing.T) {
 
 	var subject, headers string
 	var payload []byte
-	err := db.QueryRow("SELECT subject, payload, headers FROM outbox").
+	err := db.QueryRowContext(t.Context(), "SELECT subject, payload, headers FROM outbox").
 		Scan(&subject, &payload, &headers)
 	if err != nil {
 		t.Fatal(err)
@@ -89,29 +88,31 @@ func TestEnqueueRefuses(t *testing.T) {
 
 	tests := []struct {
 		name    string
-		ctx     context.Context
+		noToken bool
 		event   proto.Message
 		wantErr error
 		wantAs  any
 	}{
-		{"another workload's event", withToken(t.Context()), paymentSucceeded,
-			policy.ErrCallerNotAllowed, nil},
-		{"not an event", withToken(t.Context()), &moneyv1.Money{CurrencyCode: "EUR"},
-			policy.ErrNoPolicy, nil},
-		{"invalid event", withToken(t.Context()), invalid, nil, new(*protovalidate.ValidationError)},
-		{"no transaction token", t.Context(), orderCreated(), outbox.ErrNoToken, nil},
-		{"too large", withToken(t.Context()), huge, outbox.ErrTooLarge, nil},
+		{"another workload's event", false, paymentSucceeded, policy.ErrCallerNotAllowed, nil},
+		{"not an event", false, &moneyv1.Money{CurrencyCode: "EUR"}, policy.ErrNoPolicy, nil},
+		{"invalid event", false, invalid, nil, new(*protovalidate.ValidationError)},
+		{"no transaction token", true, orderCreated(), outbox.ErrNoToken, nil},
+		{"too large", false, huge, outbox.ErrTooLarge, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			db := openDB(t)
-			w := newWriter(t, "order")
+			w := newWriter(t)
+			ctx := withToken(t.Context())
+			if tt.noToken {
+				ctx = t.Context()
+			}
 
 			var err error
 			// Commit whatever Enqueue left in the transaction.
-			txErr := sqlitedb.InTx(tt.ctx, db, func(tx *sql.Tx) error {
-				err = w.Enqueue(tt.ctx, tx, tt.event)
+			txErr := sqlitedb.InTx(ctx, db, func(tx *sql.Tx) error {
+				err = w.Enqueue(ctx, tx, tt.event)
 				return nil
 			})
 			if txErr != nil {

@@ -30,7 +30,8 @@ type Event struct {
 // subjectShape allows plain dot-separated tokens: no wildcards, no spaces.
 var subjectShape = regexp.MustCompile(`^[a-z0-9_-]+(\.[a-z0-9_-]+)*$`)
 
-func newEvent(td spiffeid.TrustDomain, desc protoreflect.MessageDescriptor, rule *policyv1.EventPolicy) (*Event, error) {
+func newEvent(td spiffeid.TrustDomain, desc protoreflect.MessageDescriptor,
+	rule *policyv1.EventPolicy) (*Event, error) {
 	if !subjectShape.MatchString(rule.GetSubject()) {
 		return nil, fmt.Errorf("invalid subject %q", rule.GetSubject())
 	}

@@ -37,7 +37,8 @@ type Method struct {
 	ContextFields []protoreflect.FieldDescriptor
 }
 
-func newMethod(td spiffeid.TrustDomain, desc protoreflect.MethodDescriptor, rule *policyv1.MethodPolicy) (*Method, error) {
+func newMethod(td spiffeid.TrustDomain, desc protoreflect.MethodDescriptor,
+	rule *policyv1.MethodPolicy) (*Method, error) {
 	callers, err := workloadIDs(td, rule.GetCallers())
 	if err != nil {
 		return nil, err
@@ -89,7 +90,9 @@ func serverName(desc protoreflect.MethodDescriptor) string {
 	if opts == nil || !proto.HasExtension(opts, policyv1.E_Workload) {
 		return ""
 	}
-	return proto.GetExtension(opts, policyv1.E_Workload).(string)
+	// The option is declared as a string: anything else reads as no workload.
+	name, _ := proto.GetExtension(opts, policyv1.E_Workload).(string)
+	return name
 }
 
 // AllowsCaller reports whether the workload id may call the method.
@@ -161,8 +164,9 @@ func contextKind(kind protoreflect.Kind) bool {
 		protoreflect.Uint32Kind, protoreflect.Fixed32Kind,
 		protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
 		return true
+	default:
+		return false
 	}
-	return false
 }
 
 func contextValue(field protoreflect.FieldDescriptor, v protoreflect.Value) string {

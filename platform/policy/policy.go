@@ -147,7 +147,10 @@ func (s *Set) addMethod(desc protoreflect.MethodDescriptor) error {
 	if opts == nil || !proto.HasExtension(opts, policyv1.E_Method) {
 		return nil
 	}
-	rule := proto.GetExtension(opts, policyv1.E_Method).(*policyv1.MethodPolicy)
+	rule, ok := proto.GetExtension(opts, policyv1.E_Method).(*policyv1.MethodPolicy)
+	if !ok {
+		return fmt.Errorf("policy of %s: the method option is not a MethodPolicy", desc.FullName())
+	}
 	m, err := newMethod(s.trustDomain, desc, rule)
 	if err != nil {
 		return fmt.Errorf("policy of %s: %w", desc.FullName(), err)
@@ -165,7 +168,12 @@ func (s *Set) addMessages(messages protoreflect.MessageDescriptors) error {
 		if opts == nil || !proto.HasExtension(opts, policyv1.E_Event) {
 			continue
 		}
-		rule := proto.GetExtension(opts, policyv1.E_Event).(*policyv1.EventPolicy)
+		rule, ok := proto.GetExtension(opts, policyv1.E_Event).(*policyv1.EventPolicy)
+		if !ok {
+			errs = append(errs, fmt.Errorf("policy of %s: the event option is not an EventPolicy",
+				desc.FullName()))
+			continue
+		}
 		e, err := newEvent(s.trustDomain, desc, rule)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("policy of %s: %w", desc.FullName(), err))

@@ -308,28 +308,28 @@ func testFiles(t *testing.T, method *policyv1.MethodPolicy, event *policyv1.Even
 		proto.SetExtension(eventOpts, policyv1.E_Event, event)
 	}
 	file := &descriptorpb.FileDescriptorProto{
-		Name:       proto.String("test/v1/test.proto"),
-		Package:    proto.String("test.v1"),
-		Syntax:     proto.String("proto3"),
+		Name:       new("test/v1/test.proto"),
+		Package:    new("test.v1"),
+		Syntax:     new("proto3"),
 		Dependency: []string{"google/protobuf/descriptor.proto", "rampart/policy/v1/policy.proto"},
 		MessageType: []*descriptorpb.DescriptorProto{
-			{Name: proto.String("Nested")},
-			{Name: proto.String("DoRequest"), Field: []*descriptorpb.FieldDescriptorProto{{
-				Name: proto.String("nested"), Number: proto.Int32(1), JsonName: proto.String("nested"),
+			{Name: new("Nested")},
+			{Name: new("DoRequest"), Field: []*descriptorpb.FieldDescriptorProto{{
+				Name: new("nested"), Number: proto.Int32(1), JsonName: new("nested"),
 				Label:    descriptorpb.FieldDescriptorProto_LABEL_OPTIONAL.Enum(),
 				Type:     descriptorpb.FieldDescriptorProto_TYPE_MESSAGE.Enum(),
-				TypeName: proto.String(".test.v1.Nested"),
+				TypeName: new(".test.v1.Nested"),
 			}}},
-			{Name: proto.String("DoResponse")},
-			{Name: proto.String("Happened"), Options: eventOpts},
+			{Name: new("DoResponse")},
+			{Name: new("Happened"), Options: eventOpts},
 		},
 		Service: []*descriptorpb.ServiceDescriptorProto{{
-			Name:    proto.String("TestService"),
+			Name:    new("TestService"),
 			Options: serviceOpts,
 			Method: []*descriptorpb.MethodDescriptorProto{{
-				Name:       proto.String("Do"),
-				InputType:  proto.String(".test.v1.DoRequest"),
-				OutputType: proto.String(".test.v1.DoResponse"),
+				Name:       new("Do"),
+				InputType:  new(".test.v1.DoRequest"),
+				OutputType: new(".test.v1.DoResponse"),
 				Options:    methodOpts,
 			}},
 		}},

@@ -11,14 +11,17 @@ import (
 
 func ExampleString() {
 	type config struct {
-		User     string
-		Password secret.String
+		User     string        `json:"user"`
+		Password secret.String `json:"password"`
 	}
 	cfg := config{User: "app", Password: secret.New("hunter2")}
 
 	fmt.Printf("%v\n", cfg)
 	fmt.Printf("%+v\n", cfg)
-	out, _ := json.Marshal(cfg)
+	out, err := json.Marshal(cfg)
+	if err != nil {
+		fmt.Println(err)
+	}
 	fmt.Println(string(out))
 
 	logger := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{
@@ -35,7 +38,7 @@ func ExampleString() {
 	// Output:
 	// {app [REDACTED]}
 	// {User:app Password:[REDACTED]}
-	// {"User":"app","Password":"[REDACTED]"}
+	// {"user":"app","password":"[REDACTED]"}
 	// level=INFO msg="config loaded" password=[REDACTED]
 	// 7
 }

@@ -56,7 +56,7 @@ func (s String) GoString() string { return Redacted }
 
 // Format writes [Redacted] whatever the verb and flags, so that %x, %q or
 // %d cannot print the value either.
-func (s String) Format(f fmt.State, verb rune) { _, _ = io.WriteString(f, Redacted) }
+func (s String) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, Redacted) }
 
 // MarshalJSON encodes the secret as the JSON string "[REDACTED]".
 func (s String) MarshalJSON() ([]byte, error) { return []byte(`"` + Redacted + `"`), nil }
@@ -79,11 +79,11 @@ func (s String) LogValue() slog.Value { return slog.StringValue(Redacted) }
 // editors add, and refuses a file that is empty after that, or larger than
 // [MaxFileSize]. Its errors never contain the file's content.
 func ReadFile(path string) (String, error) {
-	f, err := os.Open(path)
+	f, err := os.Open(path) //nolint:gosec // G304: opening the file the operator names is the point
 	if err != nil {
 		return String{}, fmt.Errorf("reading secret: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only: closing cannot lose data
 
 	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {

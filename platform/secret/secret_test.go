@@ -21,11 +21,11 @@ const value = "hunter2-correct-horse"
 // config mirrors how services hold secrets: exported and unexported fields,
 // by value and by pointer, in a slice and in a map.
 type config struct {
-	User     string
-	Password secret.String
-	Token    *secret.String
-	Keys     []secret.String
-	ByName   map[string]secret.String
+	User     string                   `json:"user"`
+	Password secret.String            `json:"password"`
+	Token    *secret.String           `json:"token"`
+	Keys     []secret.String          `json:"keys"`
+	ByName   map[string]secret.String `json:"by_name"`
 	apiKey   secret.String
 }
 
@@ -74,8 +74,8 @@ func TestStringNeverPrintsValue(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := `{"User":"alice","Password":"[REDACTED]","Token":"[REDACTED]",` +
-			`"Keys":["[REDACTED]"],"ByName":{"db":"[REDACTED]"}}`
+		want := `{"user":"alice","password":"[REDACTED]","token":"[REDACTED]",` +
+			`"keys":["[REDACTED]"],"by_name":{"db":"[REDACTED]"}}`
 		if diff := cmp.Diff(want, string(got)); diff != "" {
 			t.Errorf("json.Marshal mismatch (-want +got):\n%s", diff)
 		}
@@ -131,8 +131,10 @@ func TestStringReveal(t *testing.T) {
 		t.Errorf("Reveal() = %q, want %q", got, value)
 	}
 
-	var decoded struct{ Password secret.String }
-	if err := json.Unmarshal([]byte(`{"Password":"`+value+`"}`), &decoded); err != nil {
+	var decoded struct {
+		Password secret.String `json:"password"`
+	}
+	if err := json.Unmarshal([]byte(`{"password":"`+value+`"}`), &decoded); err != nil {
 		t.Fatal(err)
 	}
 	if got := decoded.Password.Reveal(); got != value {

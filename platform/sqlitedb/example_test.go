@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"log"
 	"os"
 	"path/filepath"
 	"testing/fstest"
@@ -16,7 +15,7 @@ func Example() {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "sqlitedb")
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	defer os.RemoveAll(dir)
 
@@ -30,7 +29,7 @@ func Example() {
 	}}
 	db, err := sqlitedb.Open(ctx, filepath.Join(dir, "order.db"), migrations)
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	defer db.Close()
 
@@ -40,12 +39,12 @@ func Example() {
 		return err
 	})
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 
 	var status string
 	if err := db.QueryRowContext(ctx, "SELECT status FROM orders").Scan(&status); err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	fmt.Println(status)
 	// Output: PENDING_PAYMENT

@@ -63,7 +63,8 @@ func TestMigrationsApplyInOrderOnce(t *testing.T) {
 		"README.md":      {Data: []byte("not a migration")},
 	}}
 	db, path := openTemp(t, v2)
-	if _, err := db.Exec("INSERT INTO users (id, email) VALUES ('u1', 'a@example.com')"); err != nil {
+	if _, err := db.ExecContext(t.Context(),
+		"INSERT INTO users (id, email) VALUES ('u1', 'a@example.com')"); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
@@ -80,7 +81,8 @@ func TestMigrationsApplyInOrderOnce(t *testing.T) {
 			t.Errorf("applied migrations (-want +got):\n%s", diff)
 		}
 		var email string
-		if err := db.QueryRow("SELECT email FROM users WHERE id = 'u1'").Scan(&email); err != nil {
+		row := db.QueryRowContext(t.Context(), "SELECT email FROM users WHERE id = 'u1'")
+		if err := row.Scan(&email); err != nil {
 			t.Errorf("data lost on reopening: %v", err)
 		}
 		db.Close()
@@ -156,6 +158,7 @@ func TestNewerDatabaseRefused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			db, err := sqlitedb.Open(t.Context(), path, sqlitedb.Migrations{Name: "user", FS: tt.fs})
 			if err == nil {
 				db.Close()

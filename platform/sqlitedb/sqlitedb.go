@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/url"
 	"runtime"
+	"strconv"
 	"strings"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -43,7 +44,7 @@ func Open(ctx context.Context, path string, migrations ...Migrations) (*sql.DB, 
 		return nil, fmt.Errorf("sqlitedb: opening %q: not a usable file path", path)
 	}
 	options := url.Values{
-		"_busy_timeout": {fmt.Sprint(BusyTimeout)},
+		"_busy_timeout": {strconv.Itoa(BusyTimeout)},
 		"_foreign_keys": {"1"},
 		"_journal_mode": {"WAL"},
 		// FULL syncs the log on every commit. NORMAL is faster, but a power
@@ -70,12 +71,10 @@ func Open(ctx context.Context, path string, migrations ...Migrations) (*sql.DB, 
 	db.SetConnMaxIdleTime(0)
 
 	if err := checkWAL(ctx, db); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("opening database %s: %w", path, err)
+		return nil, errors.Join(fmt.Errorf("opening database %s: %w", path, err), db.Close())
 	}
 	if err := migrate(ctx, db, migrations); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("migrating database %s: %w", path, err)
+		return nil, errors.Join(fmt.Errorf("migrating database %s: %w", path, err), db.Close())
 	}
 	return db, nil
 }

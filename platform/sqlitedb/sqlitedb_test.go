@@ -1,6 +1,7 @@
 package sqlitedb_test
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 	"path/filepath"
@@ -37,6 +38,7 @@ func TestOpenSettings(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.pragma, func(t *testing.T) {
+			t.Parallel()
 			// Ask on several connections at once, so that a setting
 			// applied to only the first connection would show.
 			var wg sync.WaitGroup
@@ -47,9 +49,10 @@ func TestOpenSettings(t *testing.T) {
 						t.Errorf("BeginTx: %v", err)
 						return
 					}
-					defer tx.Rollback()
+					defer func() { _ = tx.Rollback() }() // read only: nothing to undo
 					var got string
-					if err := tx.QueryRow("PRAGMA " + tt.pragma).Scan(&got); err != nil {
+					row := tx.QueryRowContext(t.Context(), "PRAGMA "+tt.pragma)
+					if err := row.Scan(&got); err != nil {
 						t.Errorf("PRAGMA %s: %v", tt.pragma, err)
 						return
 					}
@@ -109,10 +112,11 @@ func TestConcurrentWriters(t *testing.T) {
 			for range increments {
 				errs <- sqlitedb.InTx(t.Context(), db, func(tx *sql.Tx) error {
 					var n int
-					if err := tx.QueryRow("SELECT n FROM counter").Scan(&n); err != nil {
+					row := tx.QueryRowContext(t.Context(), "SELECT n FROM counter")
+					if err := row.Scan(&n); err != nil {
 						return err
 					}
-					_, err := tx.Exec("UPDATE counter SET n = ?", n+1)
+					_, err := tx.ExecContext(t.Context(), "UPDATE counter SET n = ?", n+1)
 					return err
 				})
 			}
@@ -127,7 +131,7 @@ func TestConcurrentWriters(t *testing.T) {
 	}
 
 	var n int
-	if err := db.QueryRow("SELECT n FROM counter").Scan(&n); err != nil {
+	if err := db.QueryRowContext(t.Context(), "SELECT n FROM counter").Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	if n != writers*increments {
@@ -196,7 +200,8 @@ func TestInTx(t *testing.T) {
 				t.Fatalf("write after InTx: %v", err)
 			}
 			var got int
-			if err := db.QueryRow("SELECT count(*) FROM t").Scan(&got); err != nil {
+			row := db.QueryRowContext(t.Context(), "SELECT count(*) FROM t")
+			if err := row.Scan(&got); err != nil {
 				t.Fatal(err)
 			}
 			if got != tt.want {
@@ -206,7 +211,8 @@ func TestInTx(t *testing.T) {
 	}
 }
 
+// insertRow inserts within tx, which InTx already bound to the test's context.
 func insertRow(tx *sql.Tx) error {
-	_, err := tx.Exec("INSERT INTO t (x) VALUES (1)")
+	_, err := tx.ExecContext(context.Background(), "INSERT INTO t (x) VALUES (1)")
 	return err
 }

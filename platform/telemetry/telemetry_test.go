@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -79,7 +80,8 @@ func TestMetricsHandlerServesPrometheusText(t *testing.T) {
 	counter.Add(t.Context(), 3)
 
 	rec := httptest.NewRecorder()
-	tel.MetricsHandler.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	req := httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/metrics", nil)
+	tel.MetricsHandler.ServeHTTP(rec, req)
 	if !strings.Contains(rec.Body.String(), "logins_total") {
 		t.Errorf("metrics do not include the counter:\n%s", rec.Body.String())
 	}

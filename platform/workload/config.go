@@ -30,6 +30,13 @@ type Config struct {
 	CertFile   string `env:"SVID_CERT"`
 	KeyFile    string `env:"SVID_KEY"`
 	BundleFile string `env:"TRUST_BUNDLE"`
+	// WorkloadAPIAddr is the SPIFFE Workload API endpoint of a SPIRE
+	// agent, "unix:///run/spire/agent.sock".
+	// When set, the SVID and bundle come from it, renewed as it pushes
+	// them, and the three files above are not read. [Load] takes it from
+	// SPIFFE_ENDPOINT_SOCKET, which every SPIFFE library reads, unless
+	// the prefixed variable is set.
+	WorkloadAPIAddr string `env:"SPIFFE_ENDPOINT_SOCKET"`
 	// NATSURL is the NATS server, reached with mutual TLS; empty means the
 	// workload does not use events.
 	NATSURL string `env:"NATS_URL"`

@@ -39,13 +39,22 @@ import (
 	"example.com/rampart/platform/txntoken"
 )
 
-// Load returns cfg overridden by the workload's environment variables.
+// Load returns cfg overridden by the workload's environment variables,
+// and by SPIFFE_ENDPOINT_SOCKET when its prefixed form is unset.
 func Load(cfg Config) (Config, error) {
 	if err := envconfig.Load(cfg.EnvPrefix(), &cfg); err != nil {
 		return cfg, fmt.Errorf("loading %s configuration: %w", cfg.Name, err)
 	}
+	if cfg.WorkloadAPIAddr == "" {
+		cfg.WorkloadAPIAddr = os.Getenv(identity.EndpointSocketEnv)
+	}
 	return cfg, nil
 }
+
+// workloadAPIWait bounds the wait at start for the first SVID from the
+// Workload API. An agent that has not issued one by then is reported, and
+// the orchestrator restarts the workload.
+const workloadAPIWait = 30 * time.Second
 
 // Workload is a running service's share of the platform.
 type Workload struct {
@@ -131,26 +140,54 @@ func Start(ctx context.Context, cfg Config) (_ *Workload, err error) {
 	return w, nil
 }
 
+// startIdentity opens the workload's identity source and checks that it
+// holds the workload's own SVID.
 func (w *Workload) startIdentity(ctx context.Context) error {
-	src, err := identity.NewFileSource(ctx, identity.Files{
-		Cert: w.Config.CertFile, Key: w.Config.KeyFile, Bundle: w.Config.BundleFile,
-	}, identity.FileOptions{OnError: func(err error) {
-		w.Logger.Error("reloading the workload identity", "error", err)
-	}})
+	src, from, err := w.openIdentity(ctx)
 	if err != nil {
 		return fmt.Errorf("loading the workload identity: %w", err)
 	}
-	w.OnClose(func(context.Context) error { return src.Close() })
 	svid, err := src.GetX509SVID()
 	if err != nil {
 		return fmt.Errorf("loading the workload identity: %w", err)
 	}
 	if svid.ID != w.ID {
-		return fmt.Errorf("the SVID in %s is %s, not %s", w.Config.CertFile, svid.ID, w.ID)
+		return fmt.Errorf("the SVID from %s is %s, not %s", from, svid.ID, w.ID)
 	}
+	w.Logger.Info("workload identity", "spiffe_id", svid.ID.String(), "source", from,
+		"expires", svid.Certificates[0].NotAfter)
 	w.Identity = src
 	return nil
 }
+
+// openIdentity opens the source that the configuration names: the SPIFFE
+// Workload API when its address is set, the files otherwise. It returns
+// where the credentials come from, for messages.
+func (w *Workload) openIdentity(ctx context.Context) (identity.Source, string, error) {
+	onError := func(err error) { w.Logger.Error("reloading the workload identity", "error", err) }
+	if addr := w.Config.WorkloadAPIAddr; addr != "" {
+		ctx, cancel := context.WithTimeout(ctx, workloadAPIWait)
+		defer cancel()
+		src, err := identity.NewWorkloadAPISource(ctx, identity.WorkloadAPIOptions{
+			Addr: addr, ID: w.ID, OnError: onError,
+		})
+		if err != nil {
+			return nil, "", err
+		}
+		w.OnClose(func(context.Context) error { return src.Close() })
+		return src, addr, nil
+	}
+	src, err := identity.NewFileSource(ctx, identity.Files{
+		Cert: w.Config.CertFile, Key: w.Config.KeyFile, Bundle: w.Config.BundleFile,
+	}, identity.FileOptions{OnError: onError})
+	if err != nil {
+		return nil, "", err
+	}
+	w.OnClose(func(context.Context) error { return src.Close() })
+	return src, w.Config.CertFile, nil
+}
+
+var errNoTxnKeys = errors.New("workload: no transaction-token keys fetched yet")
 
 func (w *Workload) startTxnVerifier(ctx context.Context, td spiffeid.TrustDomain) error {
 	gateway, err := spiffeid.FromSegments(td, policy.Gateway)
@@ -168,6 +205,14 @@ func (w *Workload) startTxnVerifier(ctx context.Context, td spiffeid.TrustDomain
 		})
 		remote.Start(ctx)
 		w.OnClose(func(context.Context) error { remote.Close(); return nil })
+		// A workload that cannot verify transaction tokens yet would refuse
+		// every call: it is not ready until the gateway's keys arrived.
+		w.AddReadiness("transaction-token keys", func(context.Context) error {
+			if !remote.Loaded() {
+				return errNoTxnKeys
+			}
+			return nil
+		})
 		keys = remote
 	}
 	w.TxnTokens, err = txntoken.NewVerifier(txntoken.VerifierConfig{
@@ -196,6 +241,11 @@ func (w *Workload) connectNATS(td spiffeid.TrustDomain) error {
 			}
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) { w.Logger.Info("reconnected to NATS") }),
+		// The server refuses a subject outside the workload's permissions
+		// without closing the connection; only this handler hears of it.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			w.Logger.Error("NATS reported an error", "error", err)
+		}),
 	)
 	if err != nil {
 		return fmt.Errorf("connecting to NATS at %s: %w", w.Config.NATSURL, err)

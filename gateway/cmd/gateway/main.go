@@ -6,8 +6,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 
 	"example.com/rampart/gateway/internal/server"
@@ -37,8 +39,14 @@ func run(ctx context.Context) error {
 	}
 
 	// The gateway verifies the transaction tokens on its own events with
-	// the keys it signs them with.
-	keys, err := server.LoadSigningKeys(ctx, gcfg)
+	// the keys it signs them with. The file is reloaded when it changes;
+	// a broken one is logged and the last good keys stay in use.
+	var logger atomic.Pointer[slog.Logger]
+	keys, err := server.LoadSigningKeys(ctx, gcfg, func(err error) {
+		if l := logger.Load(); l != nil {
+			l.Error("reloading the transaction-token keys", "error", err)
+		}
+	})
 	if err != nil {
 		return err
 	}
@@ -49,6 +57,7 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	logger.Store(w.Logger)
 
 	// The public and internal servers, and what feeds them.
 	if err := server.Setup(ctx, w, gcfg, keys); err != nil {

@@ -33,9 +33,13 @@ const (
 	msgPermission      = "permission denied"
 	msgRateLimited     = "rate limit exceeded"
 	msgInternal        = "internal error"
+	msgUnavailable     = "service unavailable"
 )
 
-var errSessionRevoked = errors.New("session revoked")
+var (
+	errSessionRevoked     = errors.New("session revoked")
+	errRevocationsLoading = errors.New("revoked sessions not loaded yet")
+)
 
 // state is what the checks learn about a call, for the log line and for
 // minting its transaction token.
@@ -180,8 +184,14 @@ func (c *checks) authenticate(next connect.ServerFunc) connect.ServerFunc {
 		if err != nil {
 			return deny(ctx, connect.CodeUnauthenticated, msgUnauthenticated, err)
 		}
-		if c.cfg.Revocations.Revoked(claims.SessionID) {
+		switch revoked, ok := c.cfg.Revocations.Revoked(claims.SessionID); {
+		case revoked:
 			return deny(ctx, connect.CodeUnauthenticated, msgUnauthenticated, errSessionRevoked)
+		case !ok:
+			// Fail closed: a token may belong to a session revoked among
+			// those not loaded yet. Loading takes moments.
+			info.ResponseHeader().Set("Retry-After", "1")
+			return deny(ctx, connect.CodeUnavailable, msgUnavailable, errRevocationsLoading)
 		}
 		stateFrom(ctx).user = claims
 		return next(ctx, spec, stream)

@@ -86,7 +86,7 @@ func (r *route) serve(ctx context.Context, _ connect.Spec, stream connect.Server
 	}
 	ctx, err := r.mint(ctx, req)
 	if err != nil {
-		return connect.NewError(connect.CodeInternal, "internal error").WithCause(err)
+		return connect.NewError(connect.CodeInternal, msgInternal).WithCause(err)
 	}
 	if r.streaming {
 		return r.forwardStream(ctx, req, stream)
@@ -171,11 +171,11 @@ func upstreamError(ctx context.Context, err error, header metadata.MD) error {
 	case codes.Unknown, codes.Internal, codes.DataLoss, codes.Unauthenticated, codes.Unimplemented:
 		// A refused transaction token or an unknown method upstream is the
 		// platform's fault, not the caller's.
-		return connect.NewError(connect.CodeInternal, "internal error").WithCause(err)
+		return connect.NewError(connect.CodeInternal, msgInternal).WithCause(err)
 	case codes.Unavailable:
-		return connect.NewError(connect.CodeUnavailable, "service unavailable").WithCause(err)
+		return connect.NewError(connect.CodeUnavailable, msgUnavailable).WithCause(err)
 	case codes.PermissionDenied:
-		return connect.NewError(connect.CodePermissionDenied, "permission denied").WithCause(err)
+		return connect.NewError(connect.CodePermissionDenied, msgPermission).WithCause(err)
 	case codes.Canceled:
 		return connect.NewError(connect.CodeCanceled, "call canceled").WithCause(err)
 	case codes.DeadlineExceeded:

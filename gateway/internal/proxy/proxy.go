@@ -45,7 +45,10 @@ type AccessVerifier interface {
 
 // Revocations tells whether a session has been revoked.
 type Revocations interface {
-	Revoked(sessionID string) bool
+	// Revoked reports whether the session was revoked, and, in ok,
+	// whether the answer can be trusted: it cannot while the revocations
+	// are still being loaded, and the call is then refused as unavailable.
+	Revoked(sessionID string) (revoked, ok bool)
 }
 
 // Minter mints transaction tokens.

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -23,6 +24,7 @@ import (
 	"example.com/rampart/gateway/internal/proxy"
 	"example.com/rampart/gateway/internal/revocation"
 	"example.com/rampart/platform/accesstoken"
+	"example.com/rampart/platform/envconfig"
 	"example.com/rampart/platform/events"
 	"example.com/rampart/platform/identity"
 	"example.com/rampart/platform/jwks"
@@ -50,6 +52,16 @@ type Config struct {
 	AllowHTTPIssuer bool `env:"ALLOW_HTTP_ISSUER"`
 	// Audience is the "aud" access tokens must carry.
 	Audience string `env:"AUDIENCE"`
+	// IssuerKeysRefresh is how often the issuer's keys are fetched again:
+	// a key the issuer removed is refused at most this long afterwards.
+	IssuerKeysRefresh time.Duration `env:"ISSUER_KEYS_REFRESH"`
+	// IssuerKeysMinRefresh spaces the fetches that tokens naming an
+	// unknown key cause: at most one per interval, however many arrive.
+	IssuerKeysMinRefresh time.Duration `env:"ISSUER_KEYS_MIN_REFRESH"`
+	// RevocationWindow is how far back the revoked sessions are replayed
+	// at start. It must be at least the longest lifetime the issuer gives
+	// an access token, plus the verifier's leeway.
+	RevocationWindow time.Duration `env:"REVOCATION_WINDOW"`
 	// TxnSigningKeys is the JWK Set file of transaction-token keys.
 	TxnSigningKeys string `env:"TXN_SIGNING_KEYS"`
 	// TxnTokenTTL is the lifetime of a transaction token.
@@ -69,21 +81,47 @@ type Config struct {
 	MaxBodyBytes int `env:"MAX_BODY_BYTES"`
 }
 
+// MaxHeaderBytes caps the request line and headers of a public request:
+// the HTTP server answers 431 to anything larger before a handler runs, so
+// that a megabyte of header costs a read of this much. An Authorization
+// header with a token of the verifier's size limit, 8 KiB, fits.
+const MaxHeaderBytes = 16 << 10
+
 // DefaultConfig is the configuration of local development.
 func DefaultConfig() Config {
 	return Config{
-		HTTPAddr:       "127.0.0.1:8080",
-		InternalAddr:   "127.0.0.1:9004",
-		Issuer:         "http://127.0.0.1:9101",
-		Audience:       "rampart",
-		TxnSigningKeys: ".dev/keys/gateway-txn.jwks",
-		TxnTokenTTL:    time.Minute,
-		UserRate:       10,
-		UserBurst:      20,
-		IPRate:         20,
-		IPBurst:        40,
-		MaxBodyBytes:   1 << 20,
+		HTTPAddr:             "127.0.0.1:8080",
+		InternalAddr:         "127.0.0.1:9004",
+		Issuer:               "http://127.0.0.1:9101",
+		Audience:             "rampart",
+		IssuerKeysRefresh:    time.Minute,
+		IssuerKeysMinRefresh: jwks.DefaultMinRefreshInterval,
+		RevocationWindow:     accesstoken.MaxLifetime + accesstoken.MaxLeeway,
+		TxnSigningKeys:       ".dev/keys/gateway-txn.jwks",
+		TxnTokenTTL:          time.Minute,
+		UserRate:             10,
+		UserBurst:            20,
+		IPRate:               20,
+		IPBurst:              40,
+		MaxBodyBytes:         1 << 20,
 	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case c.Issuer == "" || c.Audience == "":
+		return errors.New("gateway: the issuer and the audience are required")
+	case c.IssuerKeysRefresh <= 0 || c.IssuerKeysMinRefresh <= 0:
+		return fmt.Errorf("gateway: issuer keys refresh intervals %v and %v must be positive",
+			c.IssuerKeysRefresh, c.IssuerKeysMinRefresh)
+	case c.RevocationWindow <= 0 || c.RevocationWindow > events.MaxAge:
+		return fmt.Errorf("gateway: revocation window %v outside (0, %v]",
+			c.RevocationWindow, events.MaxAge)
+	case c.MaxBodyBytes <= 0:
+		return fmt.Errorf("gateway: body limit %d is not positive", c.MaxBodyBytes)
+	}
+	return nil
 }
 
 // upstreamDefaults are the local addresses of the workloads behind the
@@ -95,9 +133,10 @@ var upstreamDefaults = map[string]string{
 }
 
 // LoadSigningKeys loads the transaction-token signing keys, reloaded when
-// their file changes.
-func LoadSigningKeys(ctx context.Context, cfg Config) (*jwks.KeySet, error) {
-	keys, err := jwks.LoadKeySet(ctx, cfg.TxnSigningKeys, jwks.KeySetOptions{})
+// their file changes. It refuses a file that holds a weak key, or any key
+// but ES256 and EdDSA ones.
+func LoadSigningKeys(ctx context.Context, cfg Config, onError func(error)) (*jwks.KeySet, error) {
+	keys, err := jwks.LoadKeySet(ctx, cfg.TxnSigningKeys, jwks.KeySetOptions{OnError: onError})
 	if err != nil {
 		return nil, fmt.Errorf("loading transaction-token signing keys: %w", err)
 	}
@@ -106,31 +145,19 @@ func LoadSigningKeys(ctx context.Context, cfg Config) (*jwks.KeySet, error) {
 
 // Setup adds the gateway's servers and tasks to w.
 func Setup(ctx context.Context, w *workload.Workload, cfg Config, keys *jwks.KeySet) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	w.Logger.LogAttrs(ctx, slog.LevelInfo, "gateway configuration",
+		envconfig.Attrs(w.Config.EnvPrefix(), cfg)...)
+
 	// Access tokens: the issuer's keys, and the sessions revoked since.
-	issuerKeys, err := issuer.Discover(ctx, issuer.Config{
-		URL:       cfg.Issuer,
-		AllowHTTP: cfg.AllowHTTPIssuer,
-		OnError: func(err error) {
-			w.Logger.Warn("fetching the issuer's keys", "error", err)
-		},
-	})
+	verifier, err := accessVerifier(ctx, cfg, w.Logger)
 	if err != nil {
 		return err
 	}
-	verifier, err := accesstoken.NewVerifier(accesstoken.VerifierConfig{
-		Issuer:   cfg.Issuer,
-		Audience: cfg.Audience,
-		Keys:     issuerKeys,
-	})
+	revoked, err := replayRevocations(w, cfg)
 	if err != nil {
-		return err
-	}
-	revoked := revocation.New()
-	consumer, err := w.Consumer()
-	if err != nil {
-		return err
-	}
-	if err := events.Handle(consumer, revoked.HandleSessionRevoked); err != nil {
 		return err
 	}
 
@@ -159,7 +186,7 @@ func Setup(ctx context.Context, w *workload.Workload, cfg Config, keys *jwks.Key
 		upstreams[m.ServerName] = conn
 	}
 
-	api, err := proxy.NewServer(proxy.Config{
+	public, err := publicServer(cfg, proxy.Config{
 		Policy:         w.Policy,
 		Upstreams:      upstreams,
 		AccessTokens:   verifier,
@@ -175,35 +202,8 @@ func Setup(ctx context.Context, w *workload.Workload, cfg Config, keys *jwks.Key
 	if err != nil {
 		return err
 	}
-	mux := http.NewServeMux()
-	connecthttp.Mount(mux, api, connecthttp.WithReadMaxBytes(cfg.MaxBodyBytes))
-	return serve(w, cfg, mux, keys)
-}
-
-func serve(w *workload.Workload, cfg Config, api http.Handler, keys *jwks.KeySet) error {
-	edgeCfg := edge.Config{MaxBodyBytes: int64(cfg.MaxBodyBytes), AllowedOrigins: splitList(cfg.CORSOrigins)}
-	for _, s := range splitList(cfg.TrustedProxies) {
-		prefix, err := netip.ParsePrefix(s)
-		if err != nil {
-			return fmt.Errorf("GATEWAY_TRUSTED_PROXIES: %w", err)
-		}
-		edgeCfg.TrustedProxies = append(edgeCfg.TrustedProxies, prefix)
-	}
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
-	public := &http.Server{
-		Handler:           edge.Wrap(api, edgeCfg),
-		Protocols:         protocols,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    16 << 10,
-	}
-	internalMux := http.NewServeMux()
-	internalMux.Handle("GET /.well-known/jwks.json", keys.Handler())
 	internal := &http.Server{
-		Handler:           internalMux,
+		Handler:           internalHandler(keys),
 		TLSConfig:         identity.ServerTLSConfig(w.Identity),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
@@ -223,6 +223,138 @@ func serve(w *workload.Workload, cfg Config, api http.Handler, keys *jwks.KeySet
 		w.Go(s.name, func(ctx context.Context) error { return serveUntil(ctx, s.srv, ln, s.tls) })
 	}
 	return nil
+}
+
+// accessVerifier discovers the issuer and returns a verifier of its access
+// tokens, with keys refreshed until ctx ends.
+func accessVerifier(ctx context.Context, cfg Config, log *slog.Logger) (
+	*accesstoken.Verifier, error,
+) {
+	keys, err := issuer.Discover(ctx, issuer.Config{
+		URL:                cfg.Issuer,
+		AllowHTTP:          cfg.AllowHTTPIssuer,
+		RefreshInterval:    cfg.IssuerKeysRefresh,
+		MinRefreshInterval: cfg.IssuerKeysMinRefresh,
+		OnError: func(err error) {
+			log.Warn("fetching the issuer's keys", "error", err)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return accesstoken.NewVerifier(accesstoken.VerifierConfig{
+		Issuer:   cfg.Issuer,
+		Audience: cfg.Audience,
+		Keys:     keys,
+	})
+}
+
+// replayRevocations returns the list of revoked sessions, filled by a task
+// of w, and makes w ready only once the list is loaded.
+func replayRevocations(w *workload.Workload, cfg Config) (*revocation.List, error) {
+	if w.JetStream == nil {
+		return nil, errors.New("gateway: revocations need NATS, but GATEWAY_NATS_URL is empty")
+	}
+	revoked, run, err := revocations(cfg, events.ConsumerConfig{
+		JetStream:      w.JetStream,
+		Policy:         w.Policy,
+		Workload:       w.Config.Name,
+		Tokens:         w.TxnTokens,
+		Logger:         w.Logger,
+		TracerProvider: w.Telemetry.TracerProvider,
+	})
+	if err != nil {
+		return nil, err
+	}
+	w.Go("revocation events", run)
+	w.AddReadiness("revocations", func(context.Context) error {
+		if !revoked.Loaded() {
+			return errors.New("revoked sessions not loaded yet")
+		}
+		return nil
+	})
+	return revoked, nil
+}
+
+// revocations returns the list of revoked sessions and the task that fills
+// it: it replays the SessionRevoked events of the revocation window, marks
+// the list loaded once caught up, then follows new events. Every gateway
+// process reads every event, since each holds the whole list in memory.
+//
+// TODO: a replayed event is verified with the transaction-token key that
+// signed its token, so a revocation whose key was removed from
+// GATEWAY_TXN_SIGNING_KEYS is refused, and forgotten at the next start,
+// while its session's tokens may still be valid. Until revocations carry
+// a proof that outlives key rotation, retired keys must stay in the file
+// for the revocation window.
+func revocations(cfg Config, consumerCfg events.ConsumerConfig) (
+	*revocation.List, func(context.Context) error, error,
+) {
+	consumer, err := events.NewConsumer(consumerCfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	revoked := revocation.New()
+	if err := events.Handle(consumer, revoked.HandleSessionRevoked); err != nil {
+		return nil, nil, err
+	}
+	log := consumerCfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	run := func(ctx context.Context) error {
+		return consumer.RunReplay(ctx, events.ReplayConfig{
+			Since: cfg.RevocationWindow,
+			CaughtUp: func() {
+				revoked.MarkLoaded()
+				log.InfoContext(ctx, "revoked sessions loaded", "sessions", revoked.Len())
+			},
+		})
+	}
+	return revoked, run, nil
+}
+
+// publicServer returns the public HTTP server: the proxy's methods behind
+// the edge's checks, with the limits that protect the server itself.
+func publicServer(cfg Config, pc proxy.Config) (*http.Server, error) {
+	edgeCfg := edge.Config{
+		MaxBodyBytes:   int64(cfg.MaxBodyBytes),
+		AllowedOrigins: splitList(cfg.CORSOrigins),
+	}
+	for _, s := range splitList(cfg.TrustedProxies) {
+		prefix, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("GATEWAY_TRUSTED_PROXIES: %w", err)
+		}
+		edgeCfg.TrustedProxies = append(edgeCfg.TrustedProxies, prefix)
+	}
+	api, err := proxy.NewServer(pc)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	connecthttp.Mount(mux, api, connecthttp.WithReadMaxBytes(cfg.MaxBodyBytes))
+
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	return &http.Server{
+		Handler:           edge.Wrap(mux, edgeCfg),
+		Protocols:         protocols,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    MaxHeaderBytes,
+	}, nil
+}
+
+// internalHandler serves the public halves of the transaction-token keys,
+// every key of the file, so that a key is published before it signs and
+// after it stops.
+func internalHandler(keys *jwks.KeySet) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /.well-known/jwks.json", keys.Handler())
+	return mux
 }
 
 // serveUntil serves srv on ln until ctx ends, then shuts it down, letting

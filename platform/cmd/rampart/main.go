@@ -4,6 +4,9 @@
 //	                workload, print how to call the gateway, stop on Ctrl-C
 //	rampart pki     prepare the dev PKI and keys only
 //	rampart demo    act as a client: sign up, log in, order, watch payments
+//	rampart nats    prepare the dev PKI and keys, run only NATS (for Tilt)
+//	rampart workload NAME
+//	                run only the workload NAME, configured as by up (for Tilt)
 //
 // Run it from the repository root after `make build`; `make run` and
 // `make demo` do both.
@@ -34,7 +37,7 @@ func run(ctx context.Context, args []string) error {
 	defer stop()
 
 	if len(args) == 0 {
-		return errors.New("usage: rampart up|pki|demo [flags]")
+		return errors.New("usage: rampart up|pki|demo|nats|workload [flags]")
 	}
 	flags := flag.NewFlagSet("rampart "+args[0], flag.ContinueOnError)
 	cfg := devstack.DefaultConfig()
@@ -52,8 +55,16 @@ func run(ctx context.Context, args []string) error {
 		return up(ctx, cfg)
 	case "demo":
 		return demo(ctx, *gateway, os.Stdout)
+	case "nats":
+		return serveNATS(ctx, cfg, os.Stderr)
+	case "workload":
+		name, err := workloadArg(flags.Args())
+		if err != nil {
+			return err
+		}
+		return serveWorkload(ctx, cfg, name)
 	}
-	return fmt.Errorf("unknown command %q: want up, pki or demo", args[0])
+	return fmt.Errorf("unknown command %q: want up, pki, demo, nats or workload", args[0])
 }
 
 // up runs the stack until Ctrl-C or until a workload dies.

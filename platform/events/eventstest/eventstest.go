@@ -33,7 +33,12 @@ func NewServer(t testing.TB) *Server {
 		NoSigs:    true,
 	}}
 	s.start(t)
-	s.opts.Port = s.Addr().(*net.TCPAddr).Port
+	addr, ok := s.Addr().(*net.TCPAddr)
+	if !ok {
+		t.Fatalf("NATS server listens on %v, not TCP", s.Addr())
+	}
+	// A restart comes back on the same port, where clients reconnect.
+	s.opts.Port = addr.Port
 	t.Cleanup(s.Stop)
 	return s
 }

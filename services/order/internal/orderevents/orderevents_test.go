@@ -111,56 +111,57 @@ func TestPaymentEventsRefused(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name    string
-		deliver func(t *testing.T, h *orderevents.Handler, o orderstore.Order) error
+		deliver func(ctx context.Context, h *orderevents.Handler, o orderstore.Order) error
 		wantErr error
 	}{
 		{
 			name: "success for another user",
-			deliver: func(t *testing.T, h *orderevents.Handler, o orderstore.Order) error {
+			deliver: func(ctx context.Context, h *orderevents.Handler, o orderstore.Order) error {
 				e := succeeded(o)
 				e.UserId = uuid.NewString()
-				return h.PaymentSucceeded(orderstoretest.UserContext(t.Context(), e.UserId), e)
+				return h.PaymentSucceeded(orderstoretest.UserContext(ctx, e.GetUserId()), e)
 			},
 			wantErr: orderstore.ErrOwnerMismatch,
 		},
 		{
 			name: "failure for another user",
-			deliver: func(t *testing.T, h *orderevents.Handler, o orderstore.Order) error {
+			deliver: func(ctx context.Context, h *orderevents.Handler, o orderstore.Order) error {
 				e := failed(o)
 				e.UserId = uuid.NewString()
-				return h.PaymentFailed(orderstoretest.UserContext(t.Context(), e.UserId), e)
+				return h.PaymentFailed(orderstoretest.UserContext(ctx, e.GetUserId()), e)
 			},
 			wantErr: orderstore.ErrOwnerMismatch,
 		},
 		{
 			name: "token of another user",
-			deliver: func(t *testing.T, h *orderevents.Handler, o orderstore.Order) error {
-				return h.PaymentSucceeded(orderstoretest.UserContext(t.Context(), uuid.NewString()), succeeded(o))
+			deliver: func(ctx context.Context, h *orderevents.Handler, o orderstore.Order) error {
+				ctx = orderstoretest.UserContext(ctx, uuid.NewString())
+				return h.PaymentSucceeded(ctx, succeeded(o))
 			},
 			wantErr: orderevents.ErrWrongSubject,
 		},
 		{
 			name: "no token",
-			deliver: func(t *testing.T, h *orderevents.Handler, o orderstore.Order) error {
-				return h.PaymentSucceeded(t.Context(), succeeded(o))
+			deliver: func(ctx context.Context, h *orderevents.Handler, o orderstore.Order) error {
+				return h.PaymentSucceeded(ctx, succeeded(o))
 			},
 			wantErr: orderevents.ErrWrongSubject,
 		},
 		{
 			name: "amount below the total",
-			deliver: func(t *testing.T, h *orderevents.Handler, o orderstore.Order) error {
+			deliver: func(ctx context.Context, h *orderevents.Handler, o orderstore.Order) error {
 				e := succeeded(o)
 				e.Amount.Amount = 1
-				return h.PaymentSucceeded(orderstoretest.UserContext(t.Context(), o.UserID), e)
+				return h.PaymentSucceeded(orderstoretest.UserContext(ctx, o.UserID), e)
 			},
 			wantErr: orderstore.ErrAmountMismatch,
 		},
 		{
 			name: "order does not exist",
-			deliver: func(t *testing.T, h *orderevents.Handler, o orderstore.Order) error {
+			deliver: func(ctx context.Context, h *orderevents.Handler, o orderstore.Order) error {
 				e := succeeded(o)
 				e.OrderId = uuid.NewString()
-				return h.PaymentSucceeded(orderstoretest.UserContext(t.Context(), o.UserID), e)
+				return h.PaymentSucceeded(orderstoretest.UserContext(ctx, o.UserID), e)
 			},
 			wantErr: orderstore.ErrNotFound,
 		},
@@ -171,7 +172,7 @@ func TestPaymentEventsRefused(t *testing.T) {
 			f := orderstoretest.New(t)
 			o := placeOrder(t, f)
 
-			err := tt.deliver(t, orderevents.New(f.Store), o)
+			err := tt.deliver(t.Context(), orderevents.New(f.Store), o)
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("handler = %v, want %v", err, tt.wantErr)
 			}

@@ -108,8 +108,9 @@ func (f *fakePayments) calls() []refundCall {
 // message sent to the test.
 type fakeStream struct {
 	grpc.ServerStream // only Context and Send are called
-	ctx               context.Context
-	sent              chan *orderv1.WatchOrderResponse
+	//nolint:containedctx // a stream carries its call's context, as a real one does
+	ctx  context.Context
+	sent chan *orderv1.WatchOrderResponse
 }
 
 func (s *fakeStream) Context() context.Context { return s.ctx }

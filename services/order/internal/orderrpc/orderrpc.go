@@ -179,6 +179,7 @@ func transient(code codes.Code) bool {
 	switch code {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
 		return true
+	default:
+		return false
 	}
-	return false
 }

@@ -139,6 +139,7 @@ func TestCreateOrderErrors(t *testing.T) {
 		{
 			name: "account does not exist", req: createRequest("no-account"),
 			ctx: func(t *testing.T, _ *env) context.Context {
+				t.Helper()
 				return contextFor(t, uuid.NewString())
 			},
 			wantCode: codes.FailedPrecondition, wantMessage: "account not found",
@@ -156,6 +157,7 @@ func TestCreateOrderErrors(t *testing.T) {
 		{
 			name: "no signed-in user", req: createRequest("anonymous"),
 			ctx: func(t *testing.T, _ *env) context.Context {
+				t.Helper()
 				return txntoken.NewContext(t.Context(), &txntoken.Token{Raw: "t",
 					Claims: txntoken.Claims{Subject: txntoken.Anonymous}})
 			},
@@ -313,7 +315,9 @@ func TestListOrdersRefusesPageTokens(t *testing.T) {
 	}
 	token := first.GetNextPageToken()
 	_, strangerCtx := e.user(t)
-	e.server.CreateOrder(strangerCtx, createRequest("stranger-order"))
+	if _, err := e.server.CreateOrder(strangerCtx, createRequest("stranger-order")); err != nil {
+		t.Fatal(err)
+	}
 
 	// The token is not signed: changing its cursor only moves it within
 	// the caller's own orders. What binds it to its user must hold.
@@ -326,21 +330,26 @@ func TestListOrdersRefusesPageTokens(t *testing.T) {
 		return base64.RawURLEncoding.EncodeToString(raw)
 	}
 	tests := []struct {
-		name  string
-		ctx   context.Context
-		token string
+		name     string
+		stranger bool
+		token    string
 	}{
-		{"another user's token", strangerCtx, token},
-		{"not base64", ctx, "not a token!"},
-		{"truncated", ctx, token[:len(token)-4]},
-		{"altered version", ctx, alter(0)},
-		{"altered user binding", ctx, alter(3)},
-		{"longer", ctx, token + "AAAA"},
+		{"another user's token", true, token},
+		{"not base64", false, "not a token!"},
+		{"truncated", false, token[:len(token)-4]},
+		{"altered version", false, alter(0)},
+		{"altered user binding", false, alter(3)},
+		{"longer", false, token + "AAAA"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			resp, err := e.server.ListOrders(tt.ctx, &orderv1.ListOrdersRequest{PageToken: tt.token})
+			callCtx := ctx
+			if tt.stranger {
+				callCtx = strangerCtx
+			}
+			req := &orderv1.ListOrdersRequest{PageToken: tt.token}
+			resp, err := e.server.ListOrders(callCtx, req)
 			wantStatus(t, err, codes.InvalidArgument, "invalid page token")
 			if len(resp.GetOrders()) != 0 {
 				t.Errorf("listed %d orders with a bad token", len(resp.GetOrders()))
@@ -349,18 +358,40 @@ func TestListOrdersRefusesPageTokens(t *testing.T) {
 	}
 }
 
+// orderState is where a test brings an order before the call it tests.
+type orderState int
+
+const (
+	statePending orderState = iota
+	statePaid
+	stateFailed
+	stateCancelled
+)
+
+// bring moves o, just placed by the user of ctx, to state.
+func (e *env) bring(t *testing.T, ctx context.Context, o *orderv1.Order, state orderState) {
+	t.Helper()
+	switch state {
+	case statePending:
+		// as placed
+	case statePaid:
+		e.settle(t, ctx, o, true)
+	case stateFailed:
+		e.settle(t, ctx, o, false)
+	case stateCancelled:
+		e.settle(t, ctx, o, false)
+		req := &orderv1.CancelOrderRequest{OrderId: o.GetOrderId()}
+		if _, err := e.server.CancelOrder(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func TestCancelOrder(t *testing.T) {
 	t.Parallel()
-	type setup int
-	const (
-		pending setup = iota
-		paid
-		failed
-		cancelled
-	)
 	tests := []struct {
 		name        string
-		setup       setup
+		setup       orderState
 		stranger    bool
 		refundErr   error
 		refundState paymentv1.PaymentStatus
@@ -371,42 +402,42 @@ func TestCancelOrder(t *testing.T) {
 		wantEvent   *orderv1.OrderCancelled
 	}{
 		{
-			name: "pending payment", setup: pending,
+			name: "pending payment", setup: statePending,
 			wantCode: codes.FailedPrecondition, wantMessage: "payment in progress; try again when it settles",
 			wantStatus: orderv1.OrderStatus_ORDER_STATUS_PENDING_PAYMENT,
 		},
 		{
-			name: "payment failed", setup: failed,
+			name: "payment failed", setup: stateFailed,
 			wantStatus: orderv1.OrderStatus_ORDER_STATUS_CANCELLED,
 			wantEvent:  &orderv1.OrderCancelled{Refunded: false},
 		},
 		{
-			name: "paid", setup: paid,
+			name: "paid", setup: statePaid,
 			wantStatus: orderv1.OrderStatus_ORDER_STATUS_CANCELLED, wantRefunds: 1,
 			wantEvent: &orderv1.OrderCancelled{Refunded: true},
 		},
 		{
-			name: "cancelled already", setup: cancelled,
+			name: "cancelled already", setup: stateCancelled,
 			wantStatus: orderv1.OrderStatus_ORDER_STATUS_CANCELLED,
 		},
 		{
-			name: "another user's order", setup: paid, stranger: true,
+			name: "another user's order", setup: statePaid, stranger: true,
 			wantCode: codes.NotFound, wantMessage: "order not found",
 			wantStatus: orderv1.OrderStatus_ORDER_STATUS_PAID,
 		},
 		{
-			name: "payment service unavailable", setup: paid,
+			name: "payment service unavailable", setup: statePaid,
 			refundErr: status.Error(codes.Unavailable, "no route"),
 			wantCode:  codes.Unavailable, wantStatus: orderv1.OrderStatus_ORDER_STATUS_PAID, wantRefunds: 1,
 		},
 		{
-			name: "payment service refuses", setup: paid,
+			name: "payment service refuses", setup: statePaid,
 			refundErr: status.Error(codes.FailedPrecondition, "payment not refundable"),
 			wantCode:  codes.Internal, wantMessage: "internal error",
 			wantStatus: orderv1.OrderStatus_ORDER_STATUS_PAID, wantRefunds: 1,
 		},
 		{
-			name: "refund answered but not refunded", setup: paid,
+			name: "refund answered but not refunded", setup: statePaid,
 			refundState: paymentv1.PaymentStatus_PAYMENT_STATUS_SUCCEEDED,
 			wantCode:    codes.Internal, wantStatus: orderv1.OrderStatus_ORDER_STATUS_PAID, wantRefunds: 1,
 		},
@@ -417,18 +448,7 @@ func TestCancelOrder(t *testing.T) {
 			e := newEnv(t, orderrpc.Config{})
 			o, ctx := e.order(t)
 			owner := subject(t, ctx)
-			switch tt.setup {
-			case paid:
-				e.settle(t, ctx, o, true)
-			case failed:
-				e.settle(t, ctx, o, false)
-			case cancelled:
-				e.settle(t, ctx, o, false)
-				req := &orderv1.CancelOrderRequest{OrderId: o.GetOrderId()}
-				if _, err := e.server.CancelOrder(ctx, req); err != nil {
-					t.Fatal(err)
-				}
-			}
+			e.bring(t, ctx, o, tt.setup)
 			eventsBefore := len(e.Events(t))
 			callCtx := ctx
 			if tt.stranger {

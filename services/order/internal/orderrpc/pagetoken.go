@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/google/uuid"
@@ -54,10 +55,11 @@ func decodePageToken(token, user string) (*orderstore.Cursor, error) {
 	if !bytes.Equal(buf[1:1+userBindingSize], userBinding(user)) {
 		return nil, errInvalidPageToken
 	}
-	nanos := int64(binary.BigEndian.Uint64(buf[1+userBindingSize:]))
-	if nanos <= 0 {
+	raw := binary.BigEndian.Uint64(buf[1+userBindingSize:])
+	if raw == 0 || raw > math.MaxInt64 {
 		return nil, errInvalidPageToken
 	}
+	nanos := int64(raw)
 	id, err := uuid.FromBytes(buf[1+userBindingSize+8:])
 	if err != nil {
 		return nil, errInvalidPageToken

@@ -68,8 +68,9 @@ func watchEnds(s orderstore.Status) bool {
 	switch s {
 	case orderstore.StatusPaid, orderstore.StatusPaymentFailed, orderstore.StatusCancelled:
 		return true
+	default:
+		return false
 	}
-	return false
 }
 
 // watchLimiter counts the watches each user holds open.

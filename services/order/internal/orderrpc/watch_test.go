@@ -17,6 +17,7 @@ import (
 func (e *env) watch(ctx context.Context, orderID string) (*fakeStream, <-chan error) {
 	stream := &fakeStream{ctx: ctx, sent: make(chan *orderv1.WatchOrderResponse, 8)}
 	done := make(chan error, 1)
+	//nolint:contextcheck // ctx reaches WatchOrder inside the stream, as in a real call
 	go func() { done <- e.server.WatchOrder(&orderv1.WatchOrderRequest{OrderId: orderID}, stream) }()
 	return stream, done
 }

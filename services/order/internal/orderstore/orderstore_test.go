@@ -1,7 +1,6 @@
 package orderstore_test
 
 import (
-	"context"
 	"errors"
 	"sync"
 	"testing"
@@ -266,29 +265,39 @@ func TestCreateRefusedWritesNothing(t *testing.T) {
 	duplicateSKU := newOrder(user, "duplicate-sku")
 	duplicateSKU.Items = []orderstore.Item{tea, tea}
 	tests := []struct {
-		name  string
-		ctx   context.Context
-		order orderstore.NewOrder
+		name    string
+		noToken bool
+		order   orderstore.NewOrder
 	}{
 		// The event cannot be enqueued without a transaction token.
-		{"no transaction token", t.Context(), newOrder(user, "no-token")},
-		{"sku twice", orderstoretest.UserContext(t.Context(), user), duplicateSKU},
+		{"no transaction token", true, newOrder(user, "no-token")},
+		{"sku twice", false, duplicateSKU},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, _, err := f.Store.Create(tt.ctx, tt.order); err == nil {
+			t.Parallel()
+			ctx := orderstoretest.UserContext(t.Context(), user)
+			if tt.noToken {
+				ctx = t.Context()
+			}
+			if _, _, err := f.Store.Create(ctx, tt.order); err == nil {
 				t.Fatal("Create succeeded")
 			}
+			// Every create on this database is refused: none may leave a row.
+			for _, count := range []string{
+				"SELECT count(*) FROM orders",
+				"SELECT count(*) FROM order_items",
+				"SELECT count(*) FROM outbox",
+			} {
+				var n int
+				if err := f.DB.QueryRowContext(t.Context(), count).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				if n != 0 {
+					t.Errorf("%s = %d after a refused create, want 0", count, n)
+				}
+			}
 		})
-	}
-	for _, table := range []string{"orders", "order_items", "outbox"} {
-		var n int
-		if err := f.DB.QueryRow("SELECT count(*) FROM " + table).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n != 0 {
-			t.Errorf("%d rows in %s after refused creates, want 0", n, table)
-		}
 	}
 }
 

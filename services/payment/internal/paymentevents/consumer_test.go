@@ -76,10 +76,13 @@ func (b *logBuffer) lines(t *testing.T, want map[string]string) int {
 	return n
 }
 
-// publish puts an event on the order workload's stream as the outbox
-// would, with its transaction token for user.
-func publish(t *testing.T, js jetstream.JetStream, subject string, event proto.Message, user string) {
+// publishOrderCreated puts event on the order workload's stream as the
+// outbox would, with its transaction token for user.
+func publishOrderCreated(
+	t *testing.T, js jetstream.JetStream, event *orderv1.OrderCreated, user string,
+) {
 	t.Helper()
+	const subject = "orders.created"
 	payload, err := proto.Marshal(event)
 	if err != nil {
 		t.Fatal(err)
@@ -146,11 +149,12 @@ func TestConsumer(t *testing.T) {
 		}
 	})
 
-	twice, outage, forged := orderCreated("tok_visa"), orderCreated("tok_unavailable"), orderCreated("tok_visa")
-	publish(t, js, "orders.created", twice, twice.GetUserId())
-	publish(t, js, "orders.created", twice, twice.GetUserId())
-	publish(t, js, "orders.created", outage, outage.GetUserId())
-	publish(t, js, "orders.created", forged, uuid.NewString())
+	twice, outage := orderCreated("tok_visa"), orderCreated("tok_unavailable")
+	forged := orderCreated("tok_visa")
+	publishOrderCreated(t, js, twice, twice.GetUserId())
+	publishOrderCreated(t, js, twice, twice.GetUserId())
+	publishOrderCreated(t, js, outage, outage.GetUserId())
+	publishOrderCreated(t, js, forged, uuid.NewString())
 
 	// Three deliveries succeed: the first event's two, and the outage's
 	// second.

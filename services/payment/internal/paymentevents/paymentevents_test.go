@@ -1,6 +1,7 @@
 package paymentevents_test
 
 import (
+	"context"
 	"errors"
 	"testing"
 
@@ -149,6 +150,7 @@ func TestOrderCreatedAfterACrash(t *testing.T) {
 		{
 			name: "after storing the payment",
 			crash: func(t *testing.T, e *env, event *orderv1.OrderCreated) {
+				t.Helper()
 				if _, _, err := e.Store.Start(t.Context(), newPayment(event)); err != nil {
 					t.Fatal(err)
 				}
@@ -157,6 +159,7 @@ func TestOrderCreatedAfterACrash(t *testing.T) {
 		{
 			name: "after charging",
 			crash: func(t *testing.T, e *env, event *orderv1.OrderCreated) {
+				t.Helper()
 				p, _, err := e.Store.Start(t.Context(), newPayment(event))
 				if err != nil {
 					t.Fatal(err)
@@ -205,20 +208,21 @@ func TestOrderCreatedRefused(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name    string
-		deliver func(t *testing.T, e *env, event *orderv1.OrderCreated) error
+		deliver func(ctx context.Context, e *env, event *orderv1.OrderCreated) error
 		wantErr error
 	}{
 		{
 			name: "token of another user",
-			deliver: func(t *testing.T, e *env, event *orderv1.OrderCreated) error {
-				return e.charger.OrderCreated(paymentstoretest.UserContext(t.Context(), uuid.NewString()), event)
+			deliver: func(ctx context.Context, e *env, event *orderv1.OrderCreated) error {
+				ctx = paymentstoretest.UserContext(ctx, uuid.NewString())
+				return e.charger.OrderCreated(ctx, event)
 			},
 			wantErr: paymentevents.ErrWrongSubject,
 		},
 		{
 			name: "no token",
-			deliver: func(t *testing.T, e *env, event *orderv1.OrderCreated) error {
-				return e.charger.OrderCreated(t.Context(), event)
+			deliver: func(ctx context.Context, e *env, event *orderv1.OrderCreated) error {
+				return e.charger.OrderCreated(ctx, event)
 			},
 			wantErr: paymentevents.ErrWrongSubject,
 		},
@@ -228,7 +232,7 @@ func TestOrderCreatedRefused(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t)
 			event := orderCreated("tok_visa")
-			if err := tt.deliver(t, e, event); !errors.Is(err, tt.wantErr) {
+			if err := tt.deliver(t.Context(), e, event); !errors.Is(err, tt.wantErr) {
 				t.Fatalf("OrderCreated = %v, want %v", err, tt.wantErr)
 			}
 			_, err := e.Store.ByOrder(t.Context(), event.GetOrderId(), event.GetUserId())

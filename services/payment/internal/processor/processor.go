@@ -6,7 +6,6 @@ package processor
 import (
 	"context"
 	"errors"
-	"fmt"
 )
 
 // ErrUnavailable reports a failure that may pass: the processor could not
@@ -21,7 +20,7 @@ type DeclinedError struct {
 	Reason string
 }
 
-func (e *DeclinedError) Error() string { return fmt.Sprintf("processor: declined: %s", e.Reason) }
+func (e *DeclinedError) Error() string { return "processor: declined: " + e.Reason }
 
 // Charge asks for an amount to be taken with a payment method.
 type Charge struct {

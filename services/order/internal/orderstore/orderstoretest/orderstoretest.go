@@ -52,7 +52,11 @@ func New(t testing.TB) *Fixture {
 	if err != nil {
 		t.Fatalf("opening database: %v", err)
 	}
-	t.Cleanup(func() { db.Close() })
+	t.Cleanup(func() {
+		if err := db.Close(); err != nil {
+			t.Errorf("closing database: %v", err)
+		}
+	})
 	td := spiffeid.RequireTrustDomainFromString("rampart.local")
 	set, err := policy.Load(td, protoregistry.GlobalFiles)
 	if err != nil {
@@ -66,11 +70,14 @@ func New(t testing.TB) *Fixture {
 	return &Fixture{Store: orderstore.New(db, box), DB: db, Outbox: box}
 }
 
+// outboxEvents selects the payload and event name of every outbox row.
+const outboxEvents = `SELECT payload, json_extract(headers, '$."` + events.EventHeader + `"[0]')
+	FROM outbox ORDER BY rowid`
+
 // Events decodes the events in the outbox, oldest first.
 func (f *Fixture) Events(t testing.TB) []proto.Message {
 	t.Helper()
-	rows, err := f.DB.QueryContext(t.Context(), `SELECT payload,
-		json_extract(headers, '$."`+events.EventHeader+`"[0]') FROM outbox ORDER BY rowid`)
+	rows, err := f.DB.QueryContext(t.Context(), outboxEvents)
 	if err != nil {
 		t.Fatalf("reading outbox: %v", err)
 	}

@@ -75,7 +75,8 @@ func TestCharge(t *testing.T) {
 			want:        []string{"ok", "error"},
 			wantCharges: 1,
 		},
-		{"not a token", []processor.Charge{charge("k1", "4242424242424242")}, []string{"declined: unknown payment method"}, 0},
+		{"not a token", []processor.Charge{charge("k1", "4242424242424242")},
+			[]string{"declined: unknown payment method"}, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
