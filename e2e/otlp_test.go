@@ -19,8 +19,8 @@ type collector struct {
 
 // startCollector serves OTLP/gRPC on a free port of 127.0.0.1 until stop
 // is called.
-func startCollector() (*collector, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func startCollector(ctx context.Context) (*collector, error) {
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}

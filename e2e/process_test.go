@@ -88,11 +88,11 @@ func startStack(dir string, logs io.Writer) (*processStack, error) {
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts()
+	ports, err := freePorts(ctx)
 	if err != nil {
 		return nil, err
 	}
-	col, err := startCollector()
+	col, err := startCollector(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -128,6 +128,7 @@ func startStack(dir string, logs io.Writer) (*processStack, error) {
 func binaries(ctx context.Context, dir string) (string, error) {
 	if bin := os.Getenv("RAMPART_BIN_DIR"); bin != "" {
 		for _, name := range devstack.Workloads {
+			//nolint:gosec // G703: the developer's own setting, not a request's input
 			if _, err := os.Stat(filepath.Join(bin, name)); err != nil {
 				return "", fmt.Errorf("RAMPART_BIN_DIR: %w", err)
 			}
@@ -135,6 +136,7 @@ func binaries(ctx context.Context, dir string) (string, error) {
 		return bin, nil
 	}
 	bin := filepath.Join(dir, "bin")
+	//nolint:gosec // G204: the go command, building into a directory the test created
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin+string(filepath.Separator),
 		"./gateway/cmd/gateway", "./services/user/cmd/user",
 		"./services/order/cmd/order", "./services/payment/cmd/payment")
@@ -147,7 +149,7 @@ func binaries(ctx context.Context, dir string) (string, error) {
 }
 
 // freePorts picks the stack's ports among those free on 127.0.0.1 now.
-func freePorts() (devstack.Ports, error) {
+func freePorts(ctx context.Context) (devstack.Ports, error) {
 	var p devstack.Ports
 	targets := []*int{&p.Gateway, &p.GatewayInternal, &p.User, &p.Order, &p.Payment, &p.NATS,
 		&p.UserAdmin, &p.OrderAdmin, &p.PaymentAdmin, &p.GatewayAdmin}
@@ -158,7 +160,7 @@ func freePorts() (devstack.Ports, error) {
 		}
 	}()
 	for _, target := range targets {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
 		if err != nil {
 			return p, err
 		}
@@ -212,14 +214,20 @@ func (s *processStack) Trace(ctx context.Context, traceID string) ([]otlpsink.Sp
 }
 
 // TestPlatform runs every scenario against the process stack.
+//
+//nolint:paralleltest // it shares the stack with TestRevocation, which restarts the gateway
 func TestPlatform(t *testing.T) {
 	if stack == nil {
 		t.Skip("the end-to-end scenarios start the whole platform; skipped under -short")
 	}
+	// The scenarios run in parallel subtests, which start only once this
+	// function returns: check for a dead workload after all of them.
+	t.Cleanup(func() {
+		select {
+		case name := <-stack.Exited:
+			t.Errorf("the %s workload exited during the tests", name)
+		default:
+		}
+	})
 	scenario.Run(t, stack)
-	select {
-	case name := <-stack.Exited:
-		t.Errorf("the %s workload exited during the tests", name)
-	default:
-	}
 }

@@ -21,6 +21,8 @@ const revocationDelay = time.Second
 // of a user. A gateway that restarts has forgotten nothing: it replays the
 // revocations before it serves again. It restarts the gateway, so it does
 // not run in parallel with the other tests.
+//
+//nolint:paralleltest // it restarts the gateway of the stack that every test shares
 func TestRevocation(t *testing.T) {
 	if stack == nil {
 		t.Skip("starts the whole platform; skipped under -short")

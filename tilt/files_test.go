@@ -31,9 +31,10 @@ func (m mounts) has(file string) bool {
 	})
 }
 
-// mountsOf returns what container c of w sees, given the rendered objects.
-func mountsOf(w workload, c corev1.Container, objects []object) mounts {
-	data := map[string][]string{} // "Secret/name" and "ConfigMap/name" to their keys
+// renderedKeys maps "Secret/name" and "ConfigMap/name" to the keys of each
+// Secret and ConfigMap among the rendered objects.
+func renderedKeys(objects []object) map[string][]string {
+	data := map[string][]string{}
 	for _, o := range objects {
 		switch v := o.Object.(type) {
 		case *corev1.Secret:
@@ -46,6 +47,12 @@ func mountsOf(w workload, c corev1.Container, objects []object) mounts {
 			}
 		}
 	}
+	return data
+}
+
+// mountsOf returns what container c of w sees, given the rendered objects.
+func mountsOf(w workload, c corev1.Container, objects []object) mounts {
+	data := renderedKeys(objects)
 	m := mounts{files: map[string]bool{}}
 	for _, vm := range c.VolumeMounts {
 		i := slices.IndexFunc(w.pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == vm.Name })

@@ -76,9 +76,14 @@ authorization: %s
 `, auth.Bytes())
 }
 
+// TestNATSAuthConfIsGenerated checks that the committed auth.conf is
+// natsauth's, and rewrites it under -update.
+//
+//nolint:paralleltest // under -update it writes auth.conf, which tests that run after it read
 func TestNATSAuthConfIsGenerated(t *testing.T) {
 	want := authConf(t)
 	if *update {
+		//nolint:gosec // G306: a committed source file, readable like the others
 		if err := os.WriteFile(authConfPath, want, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -123,7 +128,8 @@ func natsConfig(t *testing.T, cfg devstack.Config) *server.Options {
 			t.Fatal(err)
 		}
 		text = []byte(paths.Replace(string(text)))
-		if err := os.WriteFile(filepath.Join(dir, name), text, 0o644); err != nil {
+		//nolint:gosec // G703: the path is the test's own; only the content was read from a file
+		if err := os.WriteFile(filepath.Join(dir, name), text, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -202,53 +208,13 @@ func TestNATSConfigFormsAClusterOverTLS(t *testing.T) {
 	clusterPorts := []int{freePort(t), freePort(t), freePort(t)}
 	cfg := preparePKI(t)
 	var nodes []*server.Server
-	start := func(i int, cert identity.Files) *server.Server {
-		opts := natsConfig(t, cfg)
-		opts.ServerName = fmt.Sprintf("nats-%d", i)
-		opts.Host, opts.Port = "127.0.0.1", server.RANDOM_PORT
-		opts.HTTPHost, opts.HTTPPort = "127.0.0.1", server.RANDOM_PORT
-		opts.Cluster.Host, opts.Cluster.Port = "127.0.0.1", clusterPorts[i%3]
-		if i >= 3 {
-			opts.Cluster.Port = server.RANDOM_PORT
-		}
-		opts.Routes = nil
-		for j, port := range clusterPorts {
-			if j != i {
-				opts.Routes = append(opts.Routes,
-					&url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", port)})
-			}
-		}
-		opts.StoreDir = filepath.Join(t.TempDir(), "jetstream")
-		opts.NoLog, opts.NoSigs = true, true
-		if cert.Cert != "" {
-			c, err := tls.LoadX509KeyPair(cert.Cert, cert.Key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			opts.Cluster.TLSConfig.Certificates = []tls.Certificate{c}
-		}
-		s, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatalf("node %d: %v", i, err)
-		}
-		s.Start()
-		t.Cleanup(s.Shutdown)
-		if !s.ReadyForConnections(30 * time.Second) {
-			t.Fatalf("node %d is not ready", i)
-		}
-		return s
-	}
 	for i := range 3 {
-		nodes = append(nodes, start(i, identity.Files{}))
+		nodes = append(nodes, startNode(t, cfg, clusterPorts, i, identity.Files{}))
 	}
 	eventually(t, "every node to know the JetStream meta leader", func() bool {
-		for _, node := range nodes {
-			info, err := node.Jsz(nil)
-			if err != nil || info.Meta == nil || info.Meta.Leader == "" {
-				return false
-			}
-		}
-		return true
+		return everyNode(nodes, func(info *server.JSInfo) bool {
+			return info.Meta != nil && info.Meta.Leader != ""
+		})
 	})
 
 	// The order workload stores its event on three replicas.
@@ -283,21 +249,77 @@ func TestNATSConfigFormsAClusterOverTLS(t *testing.T) {
 		t.Fatalf("storing an event: %v", err)
 	}
 	eventually(t, "every node to hold the event", func() bool {
-		for _, node := range nodes {
-			if info, err := node.Jsz(nil); err != nil || info.Messages != 1 {
-				return false
-			}
-		}
-		return true
+		return everyNode(nodes, func(info *server.JSInfo) bool { return info.Messages == 1 })
 	})
 
 	// A node holding the user workload's certificate is refused as a route:
 	// the nodes keep routing only to each other.
-	intruder := start(3, devpki.WorkloadFiles(cfg.PKIDir(), "user"))
+	intruder := startNode(t, cfg, clusterPorts, 3, devpki.WorkloadFiles(cfg.PKIDir(), "user"))
 	time.Sleep(2 * time.Second)
 	if n := intruder.NumRoutes(); n != 0 {
 		t.Errorf("a node with a workload's certificate holds %d routes, want 0", n)
 	}
+	checkNoRouteFrom(t, nodes, intruder)
+}
+
+// startNode starts node i of the cluster from nats.conf, its cluster
+// port the i-th of clusterPorts and its routes to the others; a node past
+// the third takes a free cluster port. With cert set, the node presents
+// that certificate on its routes instead of the nats SVID.
+func startNode(t *testing.T, cfg devstack.Config, clusterPorts []int, i int,
+	cert identity.Files) *server.Server {
+	t.Helper()
+	opts := natsConfig(t, cfg)
+	opts.ServerName = fmt.Sprintf("nats-%d", i)
+	opts.Host, opts.Port = "127.0.0.1", server.RANDOM_PORT
+	opts.HTTPHost, opts.HTTPPort = "127.0.0.1", server.RANDOM_PORT
+	opts.Cluster.Host, opts.Cluster.Port = "127.0.0.1", clusterPorts[i%3]
+	if i >= 3 {
+		opts.Cluster.Port = server.RANDOM_PORT
+	}
+	opts.Routes = nil
+	for j, port := range clusterPorts {
+		if j != i {
+			opts.Routes = append(opts.Routes,
+				&url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", port)})
+		}
+	}
+	opts.StoreDir = filepath.Join(t.TempDir(), "jetstream")
+	opts.NoLog, opts.NoSigs = true, true
+	if cert.Cert != "" {
+		c, err := tls.LoadX509KeyPair(cert.Cert, cert.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.Cluster.TLSConfig.Certificates = []tls.Certificate{c}
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatalf("node %d: %v", i, err)
+	}
+	s.Start()
+	t.Cleanup(s.Shutdown)
+	if !s.ReadyForConnections(30 * time.Second) {
+		t.Fatalf("node %d is not ready", i)
+	}
+	return s
+}
+
+// everyNode reports whether cond holds for the JetStream state of every
+// node.
+func everyNode(nodes []*server.Server, cond func(*server.JSInfo) bool) bool {
+	for _, node := range nodes {
+		info, err := node.Jsz(nil)
+		if err != nil || !cond(info) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkNoRouteFrom fails the test if a node holds a route from intruder.
+func checkNoRouteFrom(t *testing.T, nodes []*server.Server, intruder *server.Server) {
+	t.Helper()
 	for i, node := range nodes {
 		routes, err := node.Routez(nil)
 		if err != nil {
@@ -326,7 +348,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,12 +67,9 @@ func workloadsOf(objects []object) []workload {
 // root filesystem, gain privileges, or run without probes or limits.
 func podViolations(w workload) []string {
 	var out []string
-	bad := func(format string, args ...any) {
-		out = append(out, w.String()+": "+fmt.Sprintf(format, args...))
-	}
 	spec := w.pod.Spec
 	if spec.HostNetwork || spec.HostPID || spec.HostIPC {
-		bad("shares the host's network, PID or IPC namespace")
+		out = append(out, w.String()+": shares the host's network, PID or IPC namespace")
 	}
 	podSC := spec.SecurityContext
 	if podSC == nil {
@@ -82,47 +79,61 @@ func podViolations(w workload) []string {
 	containers = append(containers, spec.InitContainers...)
 	containers = append(containers, spec.Containers...)
 	for i, c := range containers {
-		init := i < len(spec.InitContainers)
-		sc := c.SecurityContext
-		if sc == nil {
-			sc = &corev1.SecurityContext{}
+		for _, v := range containerViolations(c, podSC, i < len(spec.InitContainers)) {
+			out = append(out, w.String()+": "+v)
 		}
-		nonRoot := pick(sc.RunAsNonRoot, podSC.RunAsNonRoot)
-		uid := pick(sc.RunAsUser, podSC.RunAsUser)
-		switch {
-		case nonRoot == nil || !*nonRoot:
-			bad("container %s may run as root: runAsNonRoot is not true", c.Name)
-		case uid != nil && *uid == 0:
-			bad("container %s runs as user 0", c.Name)
+	}
+	return out
+}
+
+// containerViolations returns what lets container c, in a pod whose
+// security context is podSC, run as root, write its root filesystem, gain
+// privileges, or run without probes (unless it is an init container) or
+// limits.
+func containerViolations(c corev1.Container, podSC *corev1.PodSecurityContext, init bool) []string {
+	var out []string
+	bad := func(format string, args ...any) {
+		out = append(out, fmt.Sprintf(format, args...))
+	}
+	sc := c.SecurityContext
+	if sc == nil {
+		sc = &corev1.SecurityContext{}
+	}
+	nonRoot := pick(sc.RunAsNonRoot, podSC.RunAsNonRoot)
+	uid := pick(sc.RunAsUser, podSC.RunAsUser)
+	switch {
+	case nonRoot == nil || !*nonRoot:
+		bad("container %s may run as root: runAsNonRoot is not true", c.Name)
+	case uid != nil && *uid == 0:
+		bad("container %s runs as user 0", c.Name)
+	}
+	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		bad("container %s may write its root filesystem", c.Name)
+	}
+	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		bad("container %s may escalate its privileges", c.Name)
+	}
+	if sc.Privileged != nil && *sc.Privileged {
+		bad("container %s is privileged", c.Name)
+	}
+	if sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
+		bad("container %s keeps the default capabilities", c.Name)
+	} else if len(sc.Capabilities.Add) > 0 {
+		bad("container %s adds capabilities %v", c.Name, sc.Capabilities.Add)
+	}
+	seccomp := pick(sc.SeccompProfile, podSC.SeccompProfile)
+	if seccomp == nil || seccomp.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		bad("container %s runs without the RuntimeDefault seccomp profile", c.Name)
+	}
+	if !init && (c.ReadinessProbe == nil || c.LivenessProbe == nil) {
+		bad("container %s lacks a readiness or liveness probe", c.Name)
+	}
+	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		if _, ok := c.Resources.Limits[r]; !ok {
+			bad("container %s has no %s limit", c.Name, r)
 		}
-		if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
-			bad("container %s may write its root filesystem", c.Name)
-		}
-		if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
-			bad("container %s may escalate its privileges", c.Name)
-		}
-		if sc.Privileged != nil && *sc.Privileged {
-			bad("container %s is privileged", c.Name)
-		}
-		if sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
-			bad("container %s keeps the default capabilities", c.Name)
-		} else if len(sc.Capabilities.Add) > 0 {
-			bad("container %s adds capabilities %v", c.Name, sc.Capabilities.Add)
-		}
-		seccomp := pick(sc.SeccompProfile, podSC.SeccompProfile)
-		if seccomp == nil || seccomp.Type != corev1.SeccompProfileTypeRuntimeDefault {
-			bad("container %s runs without the RuntimeDefault seccomp profile", c.Name)
-		}
-		if !init && (c.ReadinessProbe == nil || c.LivenessProbe == nil) {
-			bad("container %s lacks a readiness or liveness probe", c.Name)
-		}
-		for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
-			if _, ok := c.Resources.Limits[r]; !ok {
-				bad("container %s has no %s limit", c.Name, r)
-			}
-			if _, ok := c.Resources.Requests[r]; !ok {
-				bad("container %s has no %s request", c.Name, r)
-			}
+		if _, ok := c.Resources.Requests[r]; !ok {
+			bad("container %s has no %s request", c.Name, r)
 		}
 	}
 	return out

@@ -108,7 +108,7 @@ func renderOverlay(t *testing.T, dir string) []object {
 		t.Fatal(err)
 	}
 	var objects []object
-	for _, doc := range bytes.Split([]byte(out), []byte("\n---\n")) {
+	for doc := range bytes.SplitSeq([]byte(out), []byte("\n---\n")) {
 		obj, err := decodeStrict(doc)
 		if err != nil {
 			t.Fatalf("%s: decoding\n%s\n: %v", dir, doc, err)

@@ -94,7 +94,7 @@ var builtinParams = map[string][]string{
 
 func (r *recorder) builtin(name string) *starlark.Builtin {
 	params := builtinParams[name]
-	return starlark.NewBuiltin(name, func(_ *starlark.Thread, b *starlark.Builtin,
+	return starlark.NewBuiltin(name, func(_ *starlark.Thread, _ *starlark.Builtin,
 		args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 		values := make([]starlark.Value, len(params))
 		pairs := make([]any, 0, 2*len(params))
@@ -269,7 +269,7 @@ func namedPaths(c call) []string {
 	}
 	for _, param := range []string{"cmd", "serve_cmd", "command"} {
 		for _, cmd := range c.strings(param) {
-			for _, word := range strings.Fields(cmd) {
+			for word := range strings.FieldsSeq(cmd) {
 				if strings.HasPrefix(word, "./") || strings.HasPrefix(word, "tilt/") ||
 					strings.HasPrefix(word, "images/") {
 					paths = append(paths, word)
@@ -397,6 +397,7 @@ func (m tiltfileModel) k8sProblems(root string, rendered []object) []string {
 }
 
 func TestTiltfile(t *testing.T) {
+	t.Parallel()
 	rendered := renderOverlay(t, "overlays/dev")
 	tests := []struct {
 		name     string
@@ -410,6 +411,7 @@ func TestTiltfile(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			calls, err := loadTiltfile(t, filepath.Join(repoRoot, "Tiltfile"), tt.flags)
 			if err != nil {
 				t.Fatalf("loading the Tiltfile: %v", err)
@@ -447,9 +449,9 @@ func TestTiltfileChecksCatchMistakes(t *testing.T) {
 		}
 		return strings.Join(lines, "\n") + "\n"
 	}
-	// edit returns the replacement of name's line with old replaced by new.
-	edit := func(name, old, new string) map[string]string {
-		return map[string]string{name: strings.Replace(valid[name], old, new, 1)}
+	// edit returns the replacement of name's line with from replaced by to.
+	edit := func(name, from, to string) map[string]string {
+		return map[string]string{name: strings.Replace(valid[name], from, to, 1)}
 	}
 	cycle := edit("order", "cmd=''", "cmd='', resource_deps=['user']")
 	cycle["user"] = strings.Replace(valid["user"], "cmd=''", "cmd='', resource_deps=['order']", 1)
@@ -474,7 +476,7 @@ func TestTiltfileChecksCatchMistakes(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			path := filepath.Join(t.TempDir(), "Tiltfile")
-			if err := os.WriteFile(path, []byte(tiltfile(tt.replace)), 0o644); err != nil {
+			if err := os.WriteFile(path, []byte(tiltfile(tt.replace)), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			calls, err := loadTiltfile(t, path, nil)

@@ -10,11 +10,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,13 +83,20 @@ func TestMain(m *testing.M) {
 	if testing.Short() || os.Getenv(suiteVariable) != "1" {
 		os.Exit(m.Run())
 	}
-	// The reaper runs from an image that cannot be pulled here; the suite
-	// removes what it creates itself.
-	os.Setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
-	// Every port is published on 127.0.0.1. Left to itself, testcontainers
-	// may take the default route's gateway for the Docker host when the
-	// tests run in a container, and aim its readiness checks there.
-	os.Setenv("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
+	err := errors.Join(
+		// The reaper runs from an image that cannot be pulled here; the
+		// suite removes what it creates itself.
+		os.Setenv("TESTCONTAINERS_RYUK_DISABLED", "true"),
+		// Every port is published on 127.0.0.1. Left to itself,
+		// testcontainers may take the default route's gateway for the
+		// Docker host when the tests run in a container, and aim its
+		// readiness checks there.
+		os.Setenv("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1"),
+	)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "containers: configuring testcontainers:", err)
+		os.Exit(1)
+	}
 	os.Exit(runSuite(m))
 }
 
@@ -226,17 +235,34 @@ func (s *containerStack) prepareFiles() error {
 	if err := s.writeNATSConfig(); err != nil {
 		return err
 	}
+	owned = append(owned, s.natsConfigFile())
 	if os.Getuid() != 0 {
 		return nil // the containers run as the owner of the files
 	}
-	for _, path := range owned {
-		err := filepath.WalkDir(path, func(p string, _ fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			return os.Lchown(p, imageUID, imageUID)
-		})
+	return handOver(s.dir, owned)
+}
+
+// handOver gives every file under each of paths, which lie in dir, to the
+// user the containers run as. It works inside dir through [os.Root], so
+// that a symbolic link cannot lead it elsewhere.
+func handOver(dir string, paths []string) (err error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, root.Close()) }()
+	chown := func(p string, _ fs.DirEntry, err error) error {
 		if err != nil {
+			return err
+		}
+		return root.Lchown(p, imageUID, imageUID)
+	}
+	for _, path := range paths {
+		rel, err := filepath.Rel(dir, path)
+		if err != nil {
+			return err
+		}
+		if err := fs.WalkDir(root.FS(), filepath.ToSlash(rel), chown); err != nil {
 			return fmt.Errorf("handing %s to the containers' user: %w", path, err)
 		}
 	}
@@ -283,7 +309,7 @@ func (s *containerStack) writeNATSConfig() error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(s.natsConfigFile(), text, 0o644)
+	return os.WriteFile(s.natsConfigFile(), text, 0o600)
 }
 
 // spec is one container to run.
@@ -312,31 +338,29 @@ func (s *containerStack) runContainer(ctx context.Context, sp spec) (
 		exposed = append(exposed, p+"/tcp")
 	}
 	req := testcontainers.GenericContainerRequest{
-		ContainerRequest: testcontainers.ContainerRequest{
-			Image:          sp.image,
-			Cmd:            sp.cmd,
-			Env:            sp.env,
-			ExposedPorts:   exposed,
-			Networks:       []string{s.network.Name},
-			NetworkAliases: map[string][]string{s.network.Name: {sp.name}},
-			WaitingFor:     sp.wait,
-			Labels:         map[string]string{label: "containers"},
-			ConfigModifier: func(c *container.Config) { c.User = containerUser() },
-			HostConfigModifier: func(hc *container.HostConfig) {
-				hc.ReadonlyRootfs = true
-				hc.CapDrop = []string{"ALL"}
-				hc.SecurityOpt = []string{"no-new-privileges"}
-				hc.Binds = sp.binds
-				hc.PortBindings = dockernetwork.PortMap{}
-				for _, p := range exposed {
-					port, err := dockernetwork.ParsePort(p)
-					if err == nil {
-						hc.PortBindings[port] = []dockernetwork.PortBinding{
-							{HostIP: netip.MustParseAddr("127.0.0.1")},
-						}
+		Image:          sp.image,
+		Cmd:            sp.cmd,
+		Env:            sp.env,
+		ExposedPorts:   exposed,
+		Networks:       []string{s.network.Name},
+		NetworkAliases: map[string][]string{s.network.Name: {sp.name}},
+		WaitingFor:     sp.wait,
+		Labels:         map[string]string{label: "containers"},
+		ConfigModifier: func(c *container.Config) { c.User = containerUser() },
+		HostConfigModifier: func(hc *container.HostConfig) {
+			hc.ReadonlyRootfs = true
+			hc.CapDrop = []string{"ALL"}
+			hc.SecurityOpt = []string{"no-new-privileges"}
+			hc.Binds = sp.binds
+			hc.PortBindings = dockernetwork.PortMap{}
+			for _, p := range exposed {
+				port, err := dockernetwork.ParsePort(p)
+				if err == nil {
+					hc.PortBindings[port] = []dockernetwork.PortBinding{
+						{HostIP: netip.MustParseAddr("127.0.0.1")},
 					}
 				}
-			},
+			}
 		},
 		Started: true,
 	}
@@ -364,9 +388,10 @@ func (s *containerStack) runContainer(ctx context.Context, sp spec) (
 // it as the OTLP receiver of the workloads' spans.
 func (s *containerStack) startCollector(ctx context.Context) error {
 	buildDir := filepath.Join(s.dir, "probe-image")
-	if err := os.MkdirAll(buildDir, 0o755); err != nil {
+	if err := os.MkdirAll(buildDir, 0o750); err != nil {
 		return err
 	}
+	//nolint:gosec // G204: the go command, building the suite's own probe into its own directory
 	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w",
 		"-o", filepath.Join(buildDir, "probe"), "./cmd/probe")
 	build.Dir = ".." // the e2e module
@@ -376,7 +401,7 @@ func (s *containerStack) startCollector(ctx context.Context) error {
 	}
 	dockerfile := "FROM scratch\nLABEL " + label + "=containers\nCOPY probe /probe\n" +
 		"USER 65532:65532\nENTRYPOINT [\"/probe\"]\n"
-	err := os.WriteFile(filepath.Join(buildDir, "Dockerfile"), []byte(dockerfile), 0o644)
+	err := os.WriteFile(filepath.Join(buildDir, "Dockerfile"), []byte(dockerfile), 0o600)
 	if err != nil {
 		return err
 	}
@@ -432,9 +457,7 @@ func (s *containerStack) startWorkload(ctx context.Context, name string) error {
 		"GATEWAY_ALLOW_HTTP_ISSUER":   "true",
 		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:" + otlpGRPC,
 	}
-	for k, v := range scenario.Settings {
-		env[k] = v
-	}
+	maps.Copy(env, scenario.Settings)
 	pki := s.cfg.PKIDir()
 	binds := []string{
 		filepath.Join(pki, name) + ":/run/rampart/svid:ro",
@@ -496,8 +519,8 @@ func (s *containerStack) remove(ctx context.Context) error {
 	s.mu.Lock()
 	names := append([]string(nil), s.created...)
 	s.mu.Unlock()
-	for i := len(names) - 1; i >= 0; i-- {
-		errs = append(errs, s.containers[names[i]].Terminate(ctx))
+	for _, name := range slices.Backward(names) {
+		errs = append(errs, s.containers[name].Terminate(ctx))
 	}
 	if s.network != nil {
 		errs = append(errs, s.network.Remove(ctx))
@@ -554,16 +577,18 @@ func (s *containerStack) sweep(ctx context.Context) error {
 }
 
 // hostAddr is where the host reaches a published port of a container.
-func (s *containerStack) hostAddr(name, port string) string {
+func (s *containerStack) hostAddr(ctx context.Context, name, port string) string {
 	c := s.containers[name]
-	mapped, err := c.MappedPort(context.Background(), port+"/tcp")
+	mapped, err := c.MappedPort(ctx, port+"/tcp")
 	if err != nil {
 		return "127.0.0.1:0" // a stopped container: calls fail, as they should
 	}
 	return "127.0.0.1:" + strconv.Itoa(int(mapped.Num()))
 }
 
-func (s *containerStack) GatewayURL() string { return "http://" + s.hostAddr("gateway", gatewayHTTP) }
+func (s *containerStack) GatewayURL() string {
+	return "http://" + s.hostAddr(context.Background(), "gateway", gatewayHTTP)
+}
 
 func (s *containerStack) TrustDomain() spiffeid.TrustDomain {
 	return spiffeid.RequireTrustDomainFromString(trustDomain)
@@ -575,10 +600,12 @@ func (s *containerStack) TxnKeysFile() string    { return s.cfg.TxnKeysFile() }
 func (s *containerStack) Issuer() string         { return "http://user:9101" }
 
 func (s *containerStack) GRPCAddr(name string) string {
-	return s.hostAddr(name, workloadPorts[name].grpc)
+	return s.hostAddr(context.Background(), name, workloadPorts[name].grpc)
 }
 
-func (s *containerStack) NATSURL() string { return "tls://" + s.hostAddr("nats", natsClient) }
+func (s *containerStack) NATSURL() string {
+	return "tls://" + s.hostAddr(context.Background(), "nats", natsClient)
+}
 
 func (s *containerStack) PaymentDB() string {
 	return filepath.Join(s.dataDir("payment"), "payment.db")
@@ -586,7 +613,7 @@ func (s *containerStack) PaymentDB() string {
 
 // Trace asks the collector container for the spans of traceID.
 func (s *containerStack) Trace(ctx context.Context, traceID string) ([]otlpsink.Span, error) {
-	url := "http://" + s.hostAddr("collector", traceQuery) + "/traces/" + traceID
+	url := "http://" + s.hostAddr(ctx, "collector", traceQuery) + "/traces/" + traceID
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err

@@ -39,6 +39,8 @@ func requireStack(t *testing.T) {
 // TestHardening checks what the images promise and how the suite runs
 // them: a non-root numeric user in every image, and in every container a
 // read-only root filesystem, no capability and no privilege escalation.
+//
+//nolint:paralleltest // the tests share one set of containers and run in order (above)
 func TestHardening(t *testing.T) {
 	requireStack(t)
 	for _, name := range []string{"nats", "user", "order", "payment", "gateway"} {
@@ -84,6 +86,8 @@ func TestHardening(t *testing.T) {
 }
 
 // TestScenarios runs every scenario against the containers.
+//
+//nolint:paralleltest // the tests share one set of containers and run in order (above)
 func TestScenarios(t *testing.T) {
 	requireStack(t)
 	scenario.Run(t, stack)
@@ -93,6 +97,8 @@ func TestScenarios(t *testing.T) {
 // the suite's network, as a foreign workload would: without a certificate,
 // the handshake fails; with the payment workload's SVID, the call is
 // refused for that identity.
+//
+//nolint:paralleltest // the tests share one set of containers and run in order (above)
 func TestFromAContainer(t *testing.T) {
 	requireStack(t)
 	u := scenario.SignUp(t, stack, scenario.ConnectJSON)
@@ -180,6 +186,8 @@ func (s *containerStack) probe(t *testing.T, args, binds []string) string {
 
 // TestFaults breaks the stack while orders are placed, one fault at a
 // time, and checks that every order ends as its card says, once.
+//
+//nolint:paralleltest // one fault at a time, on the containers every test shares, last
 func TestFaults(t *testing.T) {
 	requireStack(t)
 	t.Run("payment stopped", faultPaymentStopped)

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"maps"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -37,9 +38,7 @@ var omit omitted
 func encode(t testing.TB, base, overrides map[string]any) string {
 	t.Helper()
 	m := map[string]any{}
-	for k, v := range base {
-		m[k] = v
-	}
+	maps.Copy(m, base)
 	for k, v := range overrides {
 		if v == omit {
 			delete(m, k)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log"
 	"os"
 	"path/filepath"
 
@@ -34,45 +33,45 @@ func ExampleVerifier() {
 	defer cancel()
 	dir, err := os.MkdirTemp("", "accesstoken")
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	defer os.RemoveAll(dir)
 	key, err := jwks.GenerateKey(jose.ES256)
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	path := filepath.Join(dir, "keys.json")
 	if err := jwks.WriteKeySetFile(path, key); err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	keys, err := jwks.LoadKeySet(ctx, path, jwks.KeySetOptions{})
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 
 	issuer, err := accesstoken.NewIssuer(accesstoken.IssuerConfig{
 		Issuer: "http://127.0.0.1:9001", Audience: "rampart", Signer: keys,
 	})
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	raw, _, err := issuer.Issue(accesstoken.Request{
 		Subject: "user-42",
 		Scopes:  []string{"orders:read"},
 	})
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 
 	verifier, err := accesstoken.NewVerifier(accesstoken.VerifierConfig{
 		Issuer: "http://127.0.0.1:9001", Audience: "rampart", Keys: keys,
 	})
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	claims, err := verifier.Verify(ctx, raw)
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	fmt.Println(claims.Subject, claims.Scopes)
 

@@ -98,15 +98,13 @@ func (i *Issuer) Issue(req Request) (string, Claims, error) {
 	now := i.now().Truncate(time.Second)
 	id := uuid.NewString()
 	wire := wireClaims{
-		Claims: jwt.Claims{
-			Issuer:    i.issuer,
-			Subject:   req.Subject,
-			Audience:  jwt.Audience{i.audience},
-			Expiry:    jwt.NewNumericDate(now.Add(i.lifetime)),
-			NotBefore: jwt.NewNumericDate(now),
-			IssuedAt:  jwt.NewNumericDate(now),
-			ID:        id,
-		},
+		Issuer:    i.issuer,
+		Subject:   req.Subject,
+		Audience:  jwt.Audience{i.audience},
+		Expiry:    jwt.NewNumericDate(now.Add(i.lifetime)),
+		NotBefore: jwt.NewNumericDate(now),
+		IssuedAt:  jwt.NewNumericDate(now),
+		ID:        id,
 		Scope:     strings.Join(req.Scopes, " "),
 		SessionID: req.SessionID,
 		ClientID:  req.ClientID,

@@ -26,11 +26,19 @@ type fileState struct {
 }
 
 // snapshot records the content, modification time and mode of every file
-// under dir.
+// under dir, keyed by its path. It reads through an [os.Root] so that the
+// walk cannot be led outside dir.
 func snapshot(t *testing.T, dir string) map[string]fileState {
 	t.Helper()
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+
+	fsys := root.FS()
 	got := map[string]fileState{}
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+	err = fs.WalkDir(fsys, ".", func(name string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -38,10 +46,11 @@ func snapshot(t *testing.T, dir string) map[string]fileState {
 		if err != nil {
 			return err
 		}
-		data, err := os.ReadFile(path)
+		data, err := fs.ReadFile(fsys, name)
 		if err != nil {
 			return err
 		}
+		path := filepath.Join(dir, filepath.FromSlash(name))
 		got[path] = fileState{string(data), info.ModTime(), info.Mode()}
 		return nil
 	})
@@ -174,7 +183,7 @@ func TestEnsureReissues(t *testing.T) {
 		change change
 		want   bool
 	}{
-		{"untouched", func(*testing.T, *devpki.CA, fileSet) {}, false},
+		{"untouched", func(t *testing.T, _ *devpki.CA, _ fileSet) { t.Helper() }, false},
 		{"a full lifetime left", issued(valid(now.Add(-time.Minute), now.Add(24*time.Hour))), false},
 		{"more than a third left", issued(valid(now.Add(-15*time.Hour), now.Add(9*time.Hour))), false},
 		{"less than a third left", issued(valid(now.Add(-17*time.Hour), now.Add(7*time.Hour))), true},
@@ -182,21 +191,27 @@ func TestEnsureReissues(t *testing.T) {
 		{"not yet valid", issued(valid(now.Add(time.Hour), now.Add(25*time.Hour))), true},
 		{"two URI SANs", issued(twoURIs), true},
 		{"another workload", func(t *testing.T, ca *devpki.CA, files fileSet) {
+			t.Helper()
 			files.write(t, mustIssue(t, ca, "user"))
 		}, true},
 		{"another CA", func(t *testing.T, _ *devpki.CA, files fileSet) {
+			t.Helper()
 			files.write(t, mustIssue(t, newCA(t), "order"))
 		}, true},
 		{"key of another SVID", func(t *testing.T, ca *devpki.CA, files fileSet) {
+			t.Helper()
 			writeTestFile(t, files.Key, mustIssue(t, ca, "order").KeyPEM)
 		}, true},
 		{"certificate missing", func(t *testing.T, _ *devpki.CA, files fileSet) {
+			t.Helper()
 			removeFile(t, files.Cert)
 		}, true},
 		{"key missing", func(t *testing.T, _ *devpki.CA, files fileSet) {
+			t.Helper()
 			removeFile(t, files.Key)
 		}, true},
 		{"certificate garbled", func(t *testing.T, _ *devpki.CA, files fileSet) {
+			t.Helper()
 			writeTestFile(t, files.Cert, []byte("-----BEGIN CERTIFICATE-----\nAAAA"))
 		}, true},
 	}

@@ -3,7 +3,6 @@ package devpki_test
 import (
 	"fmt"
 	"io/fs"
-	"log"
 	"os"
 	"path/filepath"
 	"time"
@@ -16,15 +15,15 @@ import (
 func ExampleCA_Issue() {
 	ca, err := devpki.NewCA(spiffeid.RequireTrustDomainFromString("example.org"))
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	creds, err := ca.Issue("order", time.Hour)
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	svid, err := creds.SVID()
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	fmt.Println(svid.ID)
 	// Output: spiffe://example.org/order
@@ -33,13 +32,13 @@ func ExampleCA_Issue() {
 func ExampleEnsure() {
 	dir, err := os.MkdirTemp("", "pki")
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	defer os.RemoveAll(dir)
 
 	td := spiffeid.RequireTrustDomainFromString("example.org")
 	if err := devpki.Ensure(dir, td, "order", "user"); err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() {
@@ -49,7 +48,7 @@ func ExampleEnsure() {
 		return err
 	})
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	fmt.Println(devpki.WorkloadFiles("pki", "order").Cert)
 	// Output:

@@ -23,8 +23,17 @@ import (
 	"example.com/rampart/platform/jwks"
 )
 
+// The workloads' names, which also name their binaries, their SVIDs and
+// their data directories.
+const (
+	userWorkload    = "user"
+	orderWorkload   = "order"
+	paymentWorkload = "payment"
+	gatewayWorkload = "gateway"
+)
+
 // Workloads lists the processes of the stack in the order they start.
-var Workloads = []string{"user", "payment", "order", "gateway"}
+var Workloads = []string{userWorkload, paymentWorkload, orderWorkload, gatewayWorkload}
 
 // Ports are the TCP ports of the stack, all on Config.Host.
 type Ports struct {
@@ -135,7 +144,10 @@ func ensureKeyFile(path string) error {
 // env returns the environment of a workload's process.
 func (c Config) env(name string) []string {
 	p := c.Ports
-	prefix := map[string]string{"user": "USER", "order": "ORDER", "payment": "PAYMENT", "gateway": "GATEWAY"}[name]
+	prefix := map[string]string{
+		userWorkload: "USER", orderWorkload: "ORDER",
+		paymentWorkload: "PAYMENT", gatewayWorkload: "GATEWAY",
+	}[name]
 	files := devpki.WorkloadFiles(c.PKIDir(), name)
 	env := []string{
 		prefix + "_TRUST_DOMAIN=" + c.TrustDomain,
@@ -151,21 +163,21 @@ func (c Config) env(name string) []string {
 	}
 	issuer := "http://" + c.addr(p.UserAdmin)
 	switch name {
-	case "user":
+	case userWorkload:
 		env = append(env,
 			"USER_GRPC_ADDR="+c.addr(p.User),
 			"USER_ADMIN_ADDR="+c.addr(p.UserAdmin),
 			"USER_ISSUER="+issuer,
 			"USER_SIGNING_KEYS="+c.AccessKeysFile())
-	case "order":
+	case orderWorkload:
 		env = append(env,
 			"ORDER_GRPC_ADDR="+c.addr(p.Order),
 			"ORDER_ADMIN_ADDR="+c.addr(p.OrderAdmin))
-	case "payment":
+	case paymentWorkload:
 		env = append(env,
 			"PAYMENT_GRPC_ADDR="+c.addr(p.Payment),
 			"PAYMENT_ADMIN_ADDR="+c.addr(p.PaymentAdmin))
-	case "gateway":
+	case gatewayWorkload:
 		env = append(env,
 			"GATEWAY_HTTP_ADDR="+c.addr(p.Gateway),
 			"GATEWAY_INTERNAL_ADDR="+c.addr(p.GatewayInternal),
@@ -180,7 +192,8 @@ func (c Config) env(name string) []string {
 func (c Config) adminAddr(name string) string {
 	p := c.Ports
 	port := map[string]int{
-		"user": p.UserAdmin, "order": p.OrderAdmin, "payment": p.PaymentAdmin, "gateway": p.GatewayAdmin,
+		userWorkload: p.UserAdmin, orderWorkload: p.OrderAdmin, paymentWorkload: p.PaymentAdmin,
+		gatewayWorkload: p.GatewayAdmin,
 	}[name]
 	return c.addr(port)
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -147,7 +148,10 @@ func (s *Stack) launch(name string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(bin)
+	// Not exec.CommandContext: the process outlives the call that starts
+	// it, and stops when the stack asks it to. bin is the workload's own
+	// binary, from BinDir.
+	cmd := exec.Command(bin) //nolint:gosec,noctx // G204, and no context: see above
 	cmd.Env = append(inherited(), s.cfg.env(name)...)
 	cmd.Stdout = prefixed(s.out, name)
 	cmd.Stderr = cmd.Stdout
@@ -210,7 +214,7 @@ func (s *Stack) StopWorkload(name string) error {
 		return fmt.Errorf("%s: %w", name, p.err)
 	}
 	if exit != nil {
-		return fmt.Errorf("%s exited with %v", name, exit)
+		return fmt.Errorf("%s exited with %w", name, exit)
 	}
 	return nil
 }
@@ -229,11 +233,12 @@ func (s *Stack) KillWorkload(name string) {
 	}
 }
 
-// Stop stops every workload, the gateway first, then NATS.
-func (s *Stack) Stop(ctx context.Context) error {
+// Stop stops every workload, the gateway first, then NATS. Each workload
+// has the grace period of [Stack.StopWorkload], whatever the context.
+func (s *Stack) Stop(_ context.Context) error {
 	var errs []error
-	for i := len(Workloads) - 1; i >= 0; i-- {
-		errs = append(errs, s.StopWorkload(Workloads[i]))
+	for _, name := range slices.Backward(Workloads) {
+		errs = append(errs, s.StopWorkload(name))
 	}
 	if s.nats != nil {
 		s.nats.Shutdown()

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -149,7 +150,12 @@ func (r *replay) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		return nil, err
 	}
 	if r.last.Load() == 0 {
-		pending := int64(cons.CachedInfo().NumPending)
+		// A stream cannot hold more than MaxInt64 messages; the bound only keeps the
+		// conversion exact.
+		pending := int64(math.MaxInt64)
+		if n := cons.CachedInfo().NumPending; n < math.MaxInt64 {
+			pending = int64(n)
+		}
 		r.remaining.Store(pending)
 		if pending == 0 {
 			r.done.Do(r.caughtUp)

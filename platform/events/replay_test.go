@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -140,7 +141,7 @@ func TestReplayGivesEveryProcessTheWindow(t *testing.T) {
 	}
 
 	live := h.publishOrder(t)
-	want := append(inWindow, live)
+	want := append(slices.Clone(inWindow), live)
 	for _, r := range []*replayer{first, second} {
 		eventually(t, "the new event was handled", func() bool { return r.got.count() == 3 })
 		if diff := cmp.Diff(want, r.ids()); diff != "" {

@@ -168,7 +168,7 @@ func (g *guard) capDeadlineStream(srv any, ss grpc.ServerStream, _ *grpc.StreamS
 	handler grpc.StreamHandler) error {
 	ctx, cancel := capDeadline(ss.Context(), g.cfg.MaxStreamDeadline)
 	defer cancel()
-	return handler(srv, withContext(ss, ctx))
+	return handler(srv, withContext(ctx, ss))
 }
 
 func (g *guard) authorizeUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo,
@@ -186,7 +186,7 @@ func (g *guard) authorizeStream(srv any, ss grpc.ServerStream, info *grpc.Stream
 	if err != nil {
 		return err
 	}
-	return handler(srv, withContext(ss, ctx))
+	return handler(srv, withContext(ctx, ss))
 }
 
 func (g *guard) limitUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo,
@@ -231,7 +231,7 @@ func (s *boundStream) RecvMsg(m any) error {
 	return s.guard.bindContext(s.Context(), m)
 }
 
-func withContext(ss grpc.ServerStream, ctx context.Context) grpc.ServerStream {
+func withContext(ctx context.Context, ss grpc.ServerStream) grpc.ServerStream {
 	wrapped := middleware.WrapServerStream(ss)
 	wrapped.WrappedContext = ctx
 	return wrapped

@@ -184,7 +184,7 @@ func newRotation(t *testing.T) *rotation {
 		MaxConnectionAge: rotationMaxAge,
 	})
 	userv1.RegisterUserServiceServer(srv, r.users)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -108,7 +108,7 @@ func (b *syncBuffer) lines() []map[string]any {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
+	for line := range strings.SplitSeq(strings.TrimSpace(b.buf.String()), "\n") {
 		var m map[string]any
 		if json.Unmarshal([]byte(line), &m) == nil {
 			out = append(out, m)
@@ -165,7 +165,7 @@ func newFixture(t *testing.T, limiter *ratelimit.Limiter) *fixture {
 	orders := &fakeOrders{}
 	orderv1.RegisterOrderServiceServer(srv, orders)
 	healthpb.RegisterHealthServer(srv, health.NewServer())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,6 +219,7 @@ func userToken(subject, orderID string, scopes ...string) txntoken.Request {
 	}
 }
 
+//nolint:tparallel // The subtests count the calls reaching one shared server, one call at a time.
 func TestChecksBeforeTheHandler(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil)
@@ -237,14 +238,14 @@ func TestChecksBeforeTheHandler(t *testing.T) {
 		{"token from other keys", "gateway", f.other, &valid, orderA, codes.Unauthenticated},
 		{"anonymous", "gateway", f.minter, &txntoken.Request{Scopes: nil, ClientIP: "192.0.2.7",
 			Context: map[string]string{"order_id": orderA}}, orderA, codes.PermissionDenied},
-		{"scope missing", "gateway", f.minter, ptr(userToken("alice", orderA, "orders:write")),
+		{"scope missing", "gateway", f.minter, new(userToken("alice", orderA, "orders:write")),
 			orderA, codes.PermissionDenied},
 		{"another order than the transaction's", "gateway", f.minter, &valid, orderB,
 			codes.PermissionDenied},
-		{"invalid request", "gateway", f.minter, ptr(userToken("alice", "nope", "orders:read")),
+		{"invalid request", "gateway", f.minter, new(userToken("alice", "nope", "orders:read")),
 			"nope", codes.InvalidArgument},
 	}
-	for _, tt := range tests {
+	for _, tt := range tests { //nolint:paralleltest // They count the calls on one shared server.
 		t.Run(tt.name, func(t *testing.T) {
 			before := f.orders.calls.Load()
 			ctx := t.Context()
@@ -268,8 +269,6 @@ func TestChecksBeforeTheHandler(t *testing.T) {
 		})
 	}
 }
-
-func ptr[T any](v T) *T { return &v }
 
 func TestInvalidArgumentCarriesViolations(t *testing.T) {
 	t.Parallel()
@@ -376,6 +375,7 @@ func TestPanicIsMaskedAndLogged(t *testing.T) {
 	}
 }
 
+//nolint:tparallel // The subtests count the calls reaching one shared server, one call at a time.
 func TestStreamsPassTheSameChecks(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil)
@@ -390,7 +390,7 @@ func TestStreamsPassTheSameChecks(t *testing.T) {
 		{"another order than the transaction's", "gateway", orderB, codes.PermissionDenied},
 		{"invalid request", "gateway", "x", codes.InvalidArgument},
 	}
-	for _, tt := range tests {
+	for _, tt := range tests { //nolint:paralleltest // They count the calls on one shared server.
 		t.Run(tt.name, func(t *testing.T) {
 			before := f.orders.calls.Load()
 			ctx := f.token(t, f.minter, userToken("alice", orderA, "orders:read"))

@@ -38,6 +38,7 @@ func TestTransportRefusesAllButMutualTLS13(t *testing.T) {
 		attempt func(t *testing.T) error
 	}{
 		{"gRPC without TLS (h2c)", func(t *testing.T) error {
+			t.Helper()
 			creds := grpc.WithTransportCredentials(insecure.NewCredentials())
 			conn, err := grpc.NewClient(r.addr, creds)
 			if err != nil {
@@ -56,20 +57,23 @@ func TestTransportRefusesAllButMutualTLS13(t *testing.T) {
 			return err
 		}},
 		{"h2c with prior knowledge", func(t *testing.T) error {
+			t.Helper()
 			preface := append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), settings...)
 			return plaintext(t, r.addr, preface)
 		}},
 		{"HTTP/1.1 upgrade to h2c", func(t *testing.T) error {
+			t.Helper()
 			return plaintext(t, r.addr, []byte("POST /user.v1.UserService/GetUser HTTP/1.1\r\n"+
 				"Host: user\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"+
 				"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nContent-Length: 0\r\n\r\n"))
 		}},
 		{"TLS 1.2 with a valid SVID", func(t *testing.T) error {
+			t.Helper()
 			cfg := identity.ClientTLSConfig(r.orderSrc, spiffeid.RequireFromSegments(r.td, "user"))
 			cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
 			cfg.NextProtos = []string{"h2"}
-			dialer := &net.Dialer{Timeout: 2 * time.Second}
-			conn, err := tls.DialWithDialer(dialer, "tcp", r.addr, cfg)
+			dialer := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 2 * time.Second}, Config: cfg}
+			conn, err := dialer.DialContext(t.Context(), "tcp", r.addr)
 			if err != nil {
 				return err
 			}
@@ -79,6 +83,7 @@ func TestTransportRefusesAllButMutualTLS13(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			if err := tt.attempt(t); err == nil {
 				t.Error("the server answered, want the connection refused")
 			}
@@ -95,12 +100,15 @@ func TestTransportRefusesAllButMutualTLS13(t *testing.T) {
 // a TLS alert, or nothing, is a refusal.
 func plaintext(t *testing.T, addr string, data []byte) error {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	dialer := &net.Dialer{Timeout: 2 * time.Second}
+	conn, err := dialer.DialContext(t.Context(), "tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(time.Second))
+	if err := conn.SetDeadline(time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := conn.Write(data); err != nil {
 		return err
 	}

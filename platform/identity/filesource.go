@@ -113,7 +113,7 @@ func NewFileSource(ctx context.Context, files Files, opts FileOptions) (*FileSou
 		return nil, fmt.Errorf("loading workload credentials: %w", err)
 	}
 
-	ctx, stop := context.WithCancel(ctx)
+	ctx, stop := context.WithCancel(ctx) //nolint:gosec // G118: stop is kept and called by Close.
 	s := &FileSource{files: files, opts: opts, stop: stop, done: make(chan struct{})}
 	s.current.Store(creds)
 	go s.watch(ctx)

@@ -247,7 +247,10 @@ func TestFileSourceKeepsLastGood(t *testing.T) {
 
 	type change func(t *testing.T, files identity.Files)
 	writeCert := func(creds *devpki.Credentials) change {
-		return func(t *testing.T, files identity.Files) { writeCreds(t, files, creds) }
+		return func(t *testing.T, files identity.Files) {
+			t.Helper()
+			writeCreds(t, files, creds)
+		}
 	}
 	tests := []struct {
 		name    string
@@ -257,6 +260,7 @@ func TestFileSourceKeepsLastGood(t *testing.T) {
 		{
 			name: "certificate cut short",
 			change: func(t *testing.T, files identity.Files) {
+				t.Helper()
 				cert := issue(t, ca, "server").CertPEM
 				writeAtomic(t, files.Cert, cert[:len(cert)-40])
 			},
@@ -265,6 +269,7 @@ func TestFileSourceKeepsLastGood(t *testing.T) {
 		{
 			name: "key that does not match",
 			change: func(t *testing.T, files identity.Files) {
+				t.Helper()
 				writeAtomic(t, files.Key, issue(t, ca, "server").KeyPEM)
 			},
 		},
@@ -278,6 +283,7 @@ func TestFileSourceKeepsLastGood(t *testing.T) {
 		{
 			name: "certificate removed",
 			change: func(t *testing.T, files identity.Files) {
+				t.Helper()
 				if err := os.Remove(files.Cert); err != nil {
 					t.Fatal(err)
 				}
@@ -287,6 +293,7 @@ func TestFileSourceKeepsLastGood(t *testing.T) {
 		{
 			name: "bundle garbled",
 			change: func(t *testing.T, files identity.Files) {
+				t.Helper()
 				writeAtomic(t, files.Bundle, []byte("-----BEGIN CERTIFICATE-----\nAAAA\n"))
 			},
 			wantErr: identity.ErrMalformedPEM,
@@ -294,6 +301,7 @@ func TestFileSourceKeepsLastGood(t *testing.T) {
 		{
 			name: "bundle emptied",
 			change: func(t *testing.T, files identity.Files) {
+				t.Helper()
 				writeAtomic(t, files.Bundle, nil)
 			},
 			wantErr: identity.ErrMalformedPEM,

@@ -105,12 +105,15 @@ func TestNATS(t *testing.T) {
 func TestNATSRefusesPlaintext(t *testing.T) {
 	t.Parallel()
 	s := startNATS(t, staticSource(t, newCA(t), "server"), clientID.String())
-	conn, err := net.DialTimeout("tcp", s.Addr().String(), 5*time.Second)
+	dialer := &net.Dialer{Timeout: 5 * time.Second}
+	conn, err := dialer.DialContext(t.Context(), "tcp", s.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := conn.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 
 	r := bufio.NewReader(conn)
 	info, err := r.ReadString('\n')

@@ -73,22 +73,18 @@ func TestPeerID(t *testing.T) {
 	t.Parallel()
 	ca := newCA(t)
 	cert := tlsCert(t, issue(t, ca, "client")).Leaf
-	tlsPeer := func(state tls.ConnectionState) context.Context {
-		return peer.NewContext(t.Context(), &peer.Peer{AuthInfo: credentials.TLSInfo{State: state}})
+	tlsPeer := func(state tls.ConnectionState) *peer.Peer {
+		return &peer.Peer{AuthInfo: credentials.TLSInfo{State: state}}
 	}
 
 	tests := []struct {
 		name    string
-		ctx     context.Context
+		peer    *peer.Peer // put in the call's context unless nil
 		want    spiffeid.ID
 		wantErr error
 	}{
-		{"no peer", t.Context(), spiffeid.ID{}, identity.ErrNoPeer},
-		{
-			"peer without TLS",
-			peer.NewContext(t.Context(), &peer.Peer{}),
-			spiffeid.ID{}, identity.ErrNoPeer,
-		},
+		{"no peer", nil, spiffeid.ID{}, identity.ErrNoPeer},
+		{"peer without TLS", &peer.Peer{}, spiffeid.ID{}, identity.ErrNoPeer},
 		{
 			"TLS peer without certificate",
 			tlsPeer(tls.ConnectionState{HandshakeComplete: true}),
@@ -106,7 +102,11 @@ func TestPeerID(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			id, err := identity.PeerID(tt.ctx)
+			ctx := t.Context()
+			if tt.peer != nil {
+				ctx = peer.NewContext(ctx, tt.peer)
+			}
+			id, err := identity.PeerID(ctx)
 			if !errors.Is(err, tt.wantErr) || id != tt.want {
 				t.Errorf("PeerID = %v, %v; want %v, %v", id, err, tt.want, tt.wantErr)
 			}
@@ -143,12 +143,13 @@ func startGRPC(t *testing.T, src identity.Source) *grpcServer {
 	)
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	gs.addr = ln.Addr().String()
-	go srv.Serve(ln)
+	// Serve returns when the cleanup stops the server; a failure to serve shows as failed calls.
+	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(srv.Stop)
 	return gs
 }

@@ -72,6 +72,9 @@ type verifyRecord struct {
 func recordVerify(cfg *tls.Config) *verifyRecord {
 	rec := &verifyRecord{}
 	inner := cfg.VerifyPeerCertificate
+	// Whether a resumed session could skip the check is what TestServerTLSConfigNeverResumes
+	// tests; this wrapper only records the verdict of the config's own check.
+	//nolint:gosec // G123: the wrapped config, under test, decides about resumption.
 	cfg.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
 		err := inner(raw, chains)
 		rec.mu.Lock()
@@ -318,12 +321,15 @@ func TestServerTLSConfigRefusesPlaintext(t *testing.T) {
 	ca := newCA(t)
 	ts := startHTTPS(t, identity.ServerTLSConfig(staticSource(t, ca, "server")))
 
-	conn, err := net.DialTimeout("tcp", ts.addr, 5*time.Second)
+	dialer := &net.Dialer{Timeout: 5 * time.Second}
+	conn, err := dialer.DialContext(t.Context(), "tcp", ts.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := conn.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	fmt.Fprint(conn, "GET / HTTP/1.1\r\nHost: server\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err == nil {
@@ -349,14 +355,21 @@ func TestServerTLSConfigNeverResumes(t *testing.T) {
 
 	clientCfg := identity.ClientTLSConfig(staticSource(t, ca, "client"), serverID)
 	clientCfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	dialer := &tls.Dialer{Config: clientCfg}
 	for i := range 3 {
-		conn, err := tls.Dial("tcp", ts.addr, clientCfg)
+		netConn, err := dialer.DialContext(t.Context(), "tcp", ts.addr)
 		if err != nil {
 			t.Fatalf("handshake %d: %v", i, err)
 		}
+		conn, ok := netConn.(*tls.Conn)
+		if !ok {
+			t.Fatalf("handshake %d: got a %T, want a *tls.Conn", i, netConn)
+		}
 		// Reading a response makes the client take in any session ticket
 		// the server sent after the handshake.
-		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if err := conn.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
 		fmt.Fprint(conn, "GET / HTTP/1.1\r\nHost: server\r\nConnection: close\r\n\r\n")
 		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 		if err != nil {
@@ -419,6 +432,7 @@ func TestClientTLSConfigRefusesServers(t *testing.T) {
 func TestClientTLSConfigRefusesTLS12Server(t *testing.T) {
 	t.Parallel()
 	ca := newCA(t)
+	//nolint:gosec // G402: the test proves that a TLS 1.2 server is refused.
 	ts := startHTTPS(t, &tls.Config{
 		MaxVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{*tlsCert(t, issue(t, ca, "server"))},

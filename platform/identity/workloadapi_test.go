@@ -164,13 +164,17 @@ func TestNewWorkloadAPISourceRefuses(t *testing.T) {
 		wantErr error
 	}{
 		{
-			name:    "no SVID with our ID",
-			addr:    func(t *testing.T) string { return startAPI(t, bundleOf(ca), client).Addr() },
+			name: "no SVID with our ID",
+			addr: func(t *testing.T) string {
+				t.Helper()
+				return startAPI(t, bundleOf(ca), client).Addr()
+			},
 			wantErr: identity.ErrNoSVID,
 		},
 		{
 			name: "SVID that does not chain to the bundle",
 			addr: func(t *testing.T) string {
+				t.Helper()
 				return startAPI(t, bundleOf(otherCA), server).Addr()
 			},
 		},
@@ -182,6 +186,7 @@ func TestNewWorkloadAPISourceRefuses(t *testing.T) {
 		{
 			name: "API that never issues anything",
 			addr: func(t *testing.T) string {
+				t.Helper()
 				return identitytest.StartWorkloadAPI(t).Addr()
 			},
 			wantErr: context.DeadlineExceeded,

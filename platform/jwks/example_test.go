@@ -3,7 +3,6 @@ package jwks_test
 import (
 	"context"
 	"fmt"
-	"log"
 	"os"
 	"path/filepath"
 
@@ -17,29 +16,29 @@ import (
 func ExampleLoadKeySet() {
 	dir, err := os.MkdirTemp("", "jwks")
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "keys.json")
 
 	key, err := jwks.GenerateKey(jose.EdDSA)
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	if err := jwks.WriteKeySetFile(path, key); err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel() // stops watching the file
 	keys, err := jwks.LoadKeySet(ctx, path, jwks.KeySetOptions{})
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 
 	token, err := jwks.NewTokenSigner(keys, "example+jwt").Sign([]byte(`{"hello":"world"}`))
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	verifier, err := jwks.NewVerifier(keys, jwks.VerifyOptions{
 		Algorithms: []jose.SignatureAlgorithm{jose.EdDSA},
@@ -47,11 +46,11 @@ func ExampleLoadKeySet() {
 		Type:       func(typ string) bool { return typ == "example+jwt" },
 	})
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	payload, err := verifier.Verify(ctx, token)
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	fmt.Println(string(payload))
 	fmt.Println(len(keys.Public().Keys), "published key")

@@ -157,6 +157,8 @@ func fits(pub any, alg jose.SignatureAlgorithm) error {
 			ok = k.Curve == elliptic.P384()
 		case jose.ES512:
 			ok = k.Curve == elliptic.P521()
+		default:
+			// No other algorithm verifies with an EC key.
 		}
 	case ed25519.PublicKey:
 		ok = alg == jose.EdDSA && len(k) == ed25519.PublicKeySize
@@ -167,6 +169,8 @@ func fits(pub any, alg jose.SignatureAlgorithm) error {
 				return err
 			}
 			ok = true
+		default:
+			// No other algorithm verifies with an RSA key.
 		}
 	}
 	if !ok {
@@ -184,9 +188,9 @@ var verifiable = []jose.SignatureAlgorithm{
 
 // clip shortens attacker-controlled text before it goes into an error.
 func clip(s string) string {
-	const max = 64
-	if len(s) > max {
-		return fmt.Sprintf("%q... (%d bytes)", s[:max], len(s))
+	const limit = 64
+	if len(s) > limit {
+		return fmt.Sprintf("%q... (%d bytes)", s[:limit], len(s))
 	}
 	return fmt.Sprintf("%q", s)
 }

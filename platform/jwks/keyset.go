@@ -206,18 +206,16 @@ func WriteKeySetFile(path string, keys ...jose.JSONWebKey) error {
 	if err != nil {
 		return fmt.Errorf("writing key set: %w", err)
 	}
-	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
+	// Removing the temporary file fails harmlessly once it is renamed.
+	defer func() { _ = os.Remove(tmp.Name()) }()
 	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing key set: %w", err)
+		return fmt.Errorf("writing key set: %w", errors.Join(err, tmp.Close()))
 	}
 	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing key set: %w", err)
+		return fmt.Errorf("writing key set: %w", errors.Join(err, tmp.Close()))
 	}
 	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing key set: %w", err)
+		return fmt.Errorf("writing key set: %w", errors.Join(err, tmp.Close()))
 	}
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("writing key set: %w", err)
@@ -229,11 +227,11 @@ func WriteKeySetFile(path string, keys ...jose.JSONWebKey) error {
 }
 
 func readKeyFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := os.Open(path) //nolint:gosec // G304: the operator's configuration names the path
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // only read: closing loses nothing
 	data, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)

@@ -408,7 +408,11 @@ func TestKeySetHandler(t *testing.T) {
 	srv := httptest.NewTLSServer(set.Handler())
 	t.Cleanup(srv.Close)
 
-	resp, err := srv.Client().Get(srv.URL)
+	get, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := srv.Client().Do(get)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,7 +431,9 @@ func TestKeySetHandler(t *testing.T) {
 		t.Errorf("Cache-Control = %q, want a short public max-age", got)
 	}
 
-	var raw struct{ Keys []map[string]any }
+	var raw struct {
+		Keys []map[string]any `json:"keys"`
+	}
 	if err := json.Unmarshal(body, &raw); err != nil {
 		t.Fatal(err)
 	}
@@ -447,7 +453,8 @@ func TestKeySetHandler(t *testing.T) {
 		t.Errorf("published kids mismatch (-want +got):\n%s", diff)
 	}
 
-	req, err := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader("{}"))
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL,
+		strings.NewReader("{}"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,8 +68,9 @@ type Remote struct {
 
 	keys atomic.Pointer[map[string]jose.JSONWebKey]
 
-	// life bounds every fetch; Close cancels it.
-	life   context.Context
+	// life bounds every fetch; Close cancels it. A fetch is shared by every
+	// caller waiting for it, so no one caller's context may end it.
+	life   context.Context //nolint:containedctx // the Remote's lifetime, cancelled by Close
 	cancel context.CancelFunc
 	start  sync.Once
 	loop   sync.WaitGroup
@@ -138,14 +139,14 @@ func (r *Remote) Close() {
 	r.loop.Wait()
 }
 
-// retryMin is the first wait after a failed background fetch. The waits
+// retryFloor is the first wait after a failed background fetch. The waits
 // double up to the refresh interval, so that a Remote started before its
 // server (as workloads are, at start-up) picks the keys up within moments
 // of the server coming up, yet does not hammer a server that is down.
-const retryMin = 250 * time.Millisecond
+const retryFloor = 250 * time.Millisecond
 
-// retryMax caps the waits between failed background fetches.
-const retryMax = 5 * time.Second
+// retryCeiling caps the waits between failed background fetches.
+const retryCeiling = 5 * time.Second
 
 // firstFetchInterval spaces the fetches that lookups cause before any set
 // has been fetched.
@@ -153,16 +154,17 @@ const firstFetchInterval = 500 * time.Millisecond
 
 func (r *Remote) refreshLoop(ctx context.Context) {
 	defer r.loop.Done()
-	retry := retryMin
+	retry := retryFloor
 	for {
 		wait := r.opts.RefreshInterval
-		if call := r.begin(true); call != nil {
+		call := r.begin(true) //nolint:contextcheck // shared by all callers; see begin
+		if call != nil {
 			select {
 			case <-call.done:
 				if call.err != nil {
-					wait, retry = retry, min(2*retry, retryMax, r.opts.RefreshInterval)
+					wait, retry = retry, min(2*retry, retryCeiling, r.opts.RefreshInterval)
 				} else {
-					retry = retryMin
+					retry = retryFloor
 				}
 			case <-ctx.Done():
 				return
@@ -190,7 +192,7 @@ func (r *Remote) refreshLoop(ctx context.Context) {
 // fails the start rather than every token afterwards. The fetch counts
 // against MinRefreshInterval like any other.
 func (r *Remote) Fetch(ctx context.Context) error {
-	call := r.begin(true)
+	call := r.begin(true) //nolint:contextcheck // shared by all callers; see begin
 	select {
 	case <-call.done:
 		return call.err
@@ -216,7 +218,7 @@ func (r *Remote) Key(ctx context.Context, kid string) (jose.JSONWebKey, error) {
 		return jose.JSONWebKey{}, r.unknown(kid, nil)
 	}
 
-	call := r.begin(false)
+	call := r.begin(false) //nolint:contextcheck // shared by all callers; see begin
 	if call == nil {
 		return jose.JSONWebKey{}, r.unknown(kid, nil)
 	}
@@ -260,7 +262,10 @@ func (r *Remote) unknown(kid string, cause error) error {
 // begin returns the fetch in flight, or starts one if force is set or the
 // last attempt is older than MinRefreshInterval. It returns nil when no
 // fetch is due. Attempts, failed or not, count against the interval, so an
-// issuer that is down is not hammered either.
+// issuer that is down is not hammered either. The fetch runs under the
+// Remote's lifetime rather than a caller's context, since every caller
+// waiting for it shares it; each caller stops waiting when its own context
+// ends.
 func (r *Remote) begin(force bool) *fetchCall {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -390,7 +395,9 @@ func parseRemoteKey(raw []byte, algs []jose.SignatureAlgorithm) (jose.JSONWebKey
 
 	var key jose.JSONWebKey
 	if err := key.UnmarshalJSON(raw); err != nil {
-		return jose.JSONWebKey{}, false, nil // a key type or parameter we cannot use
+		// A key type or parameter this program cannot use: the key is
+		// ignored, and the rest of the set still counts.
+		return jose.JSONWebKey{}, false, nil //nolint:nilerr // an unusable key is skipped
 	}
 	if err := checkStrength(key.Key); err != nil {
 		return jose.JSONWebKey{}, false, err

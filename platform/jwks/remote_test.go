@@ -34,7 +34,7 @@ type jwksServer struct {
 func newJWKSServer(t *testing.T, body []byte) *jwksServer {
 	t.Helper()
 	s := &jwksServer{body: body, status: http.StatusOK}
-	s.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		s.hits.Add(1)
 		s.mu.Lock()
 		body, status := s.body, s.status
@@ -235,6 +235,7 @@ func TestRemoteBeforeItsFirstSet(t *testing.T) {
 func TestRemoteFetch(t *testing.T) {
 	t.Parallel()
 	key := newKey(t, jose.ES256)
+	//nolint:gosec // G403: the weak key proves that weak keys are refused
 	weak, err := rsa.GenerateKey(rand.Reader, 1024)
 	if err != nil {
 		t.Fatal(err)
@@ -381,6 +382,7 @@ func TestRemoteStartedBeforeItsServer(t *testing.T) {
 func TestParseRemoteSet(t *testing.T) {
 	t.Parallel()
 	es, ed := newKey(t, jose.ES256), newKey(t, jose.EdDSA)
+	//nolint:gosec // G403: the weak key proves that weak keys are refused
 	weak, err := rsa.GenerateKey(rand.Reader, 1024)
 	if err != nil {
 		t.Fatal(err)

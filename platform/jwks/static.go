@@ -32,7 +32,7 @@ func NewStatic(keys ...jose.JSONWebKey) *Static {
 			panic(fmt.Sprintf("jwks: static key %s: %v", clip(key.KeyID), err))
 		}
 		if _, dup := s.keys[key.KeyID]; dup {
-			panic(fmt.Sprintf("jwks: duplicate static kid %s", clip(key.KeyID)))
+			panic("jwks: duplicate static kid " + clip(key.KeyID))
 		}
 		s.keys[key.KeyID] = jose.JSONWebKey{
 			Key:       pub.Key,

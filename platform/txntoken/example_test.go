@@ -3,7 +3,6 @@ package txntoken_test
 import (
 	"context"
 	"fmt"
-	"log"
 	"os"
 	"path/filepath"
 
@@ -27,7 +26,7 @@ func ExampleMinter() {
 		Issuer:      "spiffe://rampart.local/gateway",
 	})
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	tok, err := minter.Mint(txntoken.Request{
 		Subject:  "user-42",
@@ -36,7 +35,7 @@ func ExampleMinter() {
 		Context:  map[string]string{"order_id": "o-9"},
 	})
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 
 	verifier, err := txntoken.NewVerifier(txntoken.VerifierConfig{
@@ -45,11 +44,11 @@ func ExampleMinter() {
 		Issuer:      "spiffe://rampart.local/gateway",
 	})
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	got, err := verifier.Verify(ctx, tok.Raw)
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	c := got.Claims
 	fmt.Println(c.Subject, c.User(), c.HasScopes("orders:write"), c.HasScopes("orders:refund"))
@@ -66,20 +65,20 @@ func ExampleMinter() {
 func exampleKeys(ctx context.Context) *jwks.KeySet {
 	dir, err := os.MkdirTemp("", "txntoken")
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	context.AfterFunc(ctx, func() { os.RemoveAll(dir) })
 	key, err := jwks.GenerateKey(jose.EdDSA)
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	path := filepath.Join(dir, "keys.json")
 	if err := jwks.WriteKeySetFile(path, key); err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	keys, err := jwks.LoadKeySet(ctx, path, jwks.KeySetOptions{})
 	if err != nil {
-		log.Fatal(err)
+		panic(err)
 	}
 	return keys
 }

@@ -162,13 +162,11 @@ func (m *Minter) claims(req Request) (*wireClaims, error) {
 
 	now := m.now().Truncate(time.Second)
 	return &wireClaims{
-		Claims: jwt.Claims{
-			Issuer:   m.issuer,
-			Subject:  subject,
-			Audience: jwt.Audience{m.trustDomain},
-			Expiry:   jwt.NewNumericDate(now.Add(m.lifetime)),
-			IssuedAt: jwt.NewNumericDate(now),
-		},
+		Issuer:    m.issuer,
+		Subject:   subject,
+		Audience:  jwt.Audience{m.trustDomain},
+		Expiry:    jwt.NewNumericDate(now.Add(m.lifetime)),
+		IssuedAt:  jwt.NewNumericDate(now),
 		Txn:       uuid.NewString(),
 		SessionID: req.SessionID,
 		Scope:     strings.Join(req.Scopes, " "),

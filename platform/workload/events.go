@@ -51,7 +51,7 @@ func (o *Outbox) Notify() { o.relay.Notify() }
 
 // Outbox creates the stream of the events this workload publishes and
 // returns an outbox on db whose relay runs with the workload.
-func (w *Workload) Outbox(ctx context.Context, db *sql.DB) (*Outbox, error) {
+func (w *Workload) Outbox(_ context.Context, db *sql.DB) (*Outbox, error) {
 	if w.JetStream == nil {
 		return nil, errNoNATS
 	}

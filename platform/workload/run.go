@@ -116,7 +116,8 @@ func (w *Workload) serveReady(rw http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	rw.Write([]byte("ready\n"))
+	// A failed write means the prober has gone; there is no one left to tell.
+	_, _ = rw.Write([]byte("ready\n"))
 }
 
 func (w *Workload) addr(ln net.Listener) string {

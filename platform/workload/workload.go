@@ -134,7 +134,7 @@ func Start(ctx context.Context, cfg Config) (_ *Workload, err error) {
 	}
 
 	// Ports: bind now so that a port conflict fails start-up.
-	if err := w.listen(); err != nil {
+	if err := w.listen(ctx); err != nil {
 		return nil, err
 	}
 	return w, nil
@@ -265,18 +265,22 @@ func (w *Workload) connectNATS(td spiffeid.TrustDomain) error {
 	return nil
 }
 
-func (w *Workload) listen() error {
-	var err error
+func (w *Workload) listen(ctx context.Context) error {
+	var (
+		lc  net.ListenConfig
+		err error
+	)
 	if w.Config.GRPCAddr != "" {
-		if w.grpcListener, err = net.Listen("tcp", w.Config.GRPCAddr); err != nil {
+		if w.grpcListener, err = lc.Listen(ctx, "tcp", w.Config.GRPCAddr); err != nil {
 			return fmt.Errorf("listening for gRPC: %w", err)
 		}
 	}
-	if w.adminLn, err = net.Listen("tcp", w.Config.AdminAddr); err != nil {
+	if w.adminLn, err = lc.Listen(ctx, "tcp", w.Config.AdminAddr); err != nil {
 		return fmt.Errorf("listening for admin HTTP: %w", err)
 	}
 	w.adminMux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) {
-		rw.Write([]byte("ok\n"))
+		// A failed write means the prober has gone; there is no one left to tell.
+		_, _ = rw.Write([]byte("ok\n"))
 	})
 	w.adminMux.HandleFunc("GET /readyz", w.serveReady)
 	w.adminMux.Handle("GET /metrics", w.Telemetry.MetricsHandler)

@@ -78,7 +78,8 @@ func run(ctx context.Context, args []string) error {
 		cfg, closeSource, err = probe.WorkloadTLS(ctx,
 			identity.Files{Cert: *cert, Key: *key, Bundle: *bundle}, serverID)
 		if err == nil {
-			defer closeSource()
+			// The probe exits next: a failed close changes nothing it printed.
+			defer func() { _ = closeSource() }()
 		}
 	}
 	if err != nil {
@@ -103,7 +104,7 @@ func collect(ctx context.Context) error {
 	sink := otlpsink.New()
 	otlp := grpc.NewServer()
 	sink.Register(otlp)
-	otlpLn, err := net.Listen("tcp", ":4317")
+	otlpLn, err := (&net.ListenConfig{}).Listen(ctx, "tcp", ":4317")
 	if err != nil {
 		return err
 	}

@@ -84,7 +84,12 @@ func TestHandler(t *testing.T) {
 		{"0000000000000000000000000000000a", wantTraceA},
 		{"0000000000000000000000000000000c", []otlpsink.Span{}},
 	} {
-		resp, err := http.Get(srv.URL + "/traces/" + tc.id)
+		url := srv.URL + "/traces/" + tc.id
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := srv.Client().Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

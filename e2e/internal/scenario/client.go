@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -56,7 +57,12 @@ var (
 )
 
 func newHTTPClient(h2c bool) *http.Client {
-	transport := http.DefaultTransport.(*http.Transport).Clone()
+	base, ok := http.DefaultTransport.(*http.Transport)
+	if !ok {
+		panic(fmt.Sprintf("scenario: http.DefaultTransport is a %T, not an *http.Transport",
+			http.DefaultTransport))
+	}
+	transport := base.Clone()
 	if h2c {
 		transport.Protocols = new(http.Protocols)
 		transport.Protocols.SetUnencryptedHTTP2(true)

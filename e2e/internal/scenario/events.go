@@ -36,16 +36,25 @@ func keyOf(s otlpsink.Span) SpanKey { return SpanKey{s.Service, s.Kind, s.Name} 
 // call at the gateway and at the order service, the OrderCreated event
 // sent and processed, and the PaymentSucceeded event sent and processed.
 var OrderTrace = []SpanKey{
-	{"gateway", "server", "order.v1.OrderService/CreateOrder"},
-	{"order", "server", "order.v1.OrderService/CreateOrder"},
-	{"order", "producer", "send orders.created"},
-	{"payment", "consumer", "process orders.created"},
-	{"payment", "producer", "send payments.succeeded"},
-	{"order", "consumer", "process payments.succeeded"},
+	{gatewayWorkload, serverSpan, "order.v1.OrderService/CreateOrder"},
+	{orderWorkload, serverSpan, "order.v1.OrderService/CreateOrder"},
+	{orderWorkload, producerSpan, "send orders.created"},
+	{paymentWorkload, consumerSpan, "process orders.created"},
+	{paymentWorkload, producerSpan, "send payments.succeeded"},
+	{orderWorkload, consumerSpan, "process payments.succeeded"},
 }
+
+// The kinds of span, as the collector reports them.
+const (
+	serverSpan   = "server"
+	producerSpan = "producer"
+	consumerSpan = "consumer"
+)
 
 // oneTrace places an order and finds, under the trace id the gateway
 // returned, every span from the gateway through NATS to the payment.
+//
+//nolint:thelper // a scenario, not a helper: see Run
 func (s *suite) oneTrace(t *testing.T) {
 	u := SignUp(t, s.p, ConnectJSON)
 	traceID, order := OrderTraced(t, u, "tok_visa", NewKey())
@@ -113,6 +122,8 @@ func WaitForSpans(t *testing.T, p Platform, traceID string, want []SpanKey) []ot
 // message was handled, and no PaymentSucceeded may be sent in the
 // original order's trace or the copy's but the first. The payment
 // service's database, read directly, must hold one payment for the order.
+//
+//nolint:thelper // a scenario, not a helper: see Run
 func (s *suite) duplicateEvent(t *testing.T) {
 	u := SignUp(t, s.p, ConnectJSON)
 	key := NewKey()
@@ -135,7 +146,7 @@ func (s *suite) duplicateEvent(t *testing.T) {
 	copyTrace, msgID := randomHex(16), uuid.NewString()
 	PublishAsOrder(t, s.p, event, txn, copyTrace, msgID)
 
-	handled := SpanKey{"payment", "consumer", "process orders.created"}
+	handled := SpanKey{paymentWorkload, consumerSpan, "process orders.created"}
 	spans := WaitForSpans(t, s.p, copyTrace, []SpanKey{handled})
 	i := slices.IndexFunc(spans, func(s otlpsink.Span) bool { return keyOf(s) == handled })
 	gotDelivery := map[string]string{
@@ -152,7 +163,7 @@ func (s *suite) duplicateEvent(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	// A publish the relay retried sends the same outbox row, under the
 	// same message id, again: count messages, not attempts.
-	succeeded := SpanKey{"payment", "producer", "send payments.succeeded"}
+	succeeded := SpanKey{paymentWorkload, producerSpan, "send payments.succeeded"}
 	messages := map[string]bool{}
 	for _, trace := range []string{firstTrace, copyTrace} {
 		spans, err := s.p.Trace(t.Context(), trace)
@@ -182,14 +193,14 @@ func (s *suite) duplicateEvent(t *testing.T) {
 func PublishAsOrder(t *testing.T, p Platform, event *orderv1.OrderCreated,
 	txn, traceID, msgID string) {
 	t.Helper()
-	files := devpki.WorkloadFiles(p.PKIDir(), "order")
-	cfg, closeSource, err := probe.WorkloadTLS(t.Context(), files, workloadID(t, p, "nats"))
+	files := devpki.WorkloadFiles(p.PKIDir(), orderWorkload)
+	cfg, closeSource, err := probe.WorkloadTLS(t.Context(), files, workloadID(t, p, natsWorkload))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer closeSource()
+	defer closeChecked(t, "the SVID source", closeSource)
 	nc, err := nats.Connect(p.NATSURL(), nats.Secure(cfg), nats.NoReconnect(),
-		nats.CustomInboxPrefix(natsauth.InboxPrefix("order")))
+		nats.CustomInboxPrefix(natsauth.InboxPrefix(orderWorkload)))
 	if err != nil {
 		t.Fatalf("connecting to NATS as the order workload: %v", err)
 	}
@@ -246,7 +257,11 @@ func Payments(t *testing.T, p Platform, orderID string) []PaymentRow {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	defer func() {
+		if err := db.Close(); err != nil {
+			t.Errorf("closing the payment service's database: %v", err)
+		}
+	}()
 	rows, err := db.QueryContext(t.Context(),
 		"SELECT status, currency, amount FROM payments WHERE order_id = ? ORDER BY created_at", orderID)
 	if err != nil {

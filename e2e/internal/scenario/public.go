@@ -23,6 +23,8 @@ const DeclineReason = "card declined"
 // happyPath is `make demo` over each protocol: sign up, log in, read the
 // catalog, order with a card that pays and one that is declined, watch
 // both settle, and read each payment.
+//
+//nolint:thelper // a scenario, not a helper: see Run
 func (s *suite) happyPath(t *testing.T) {
 	for _, protocol := range []Protocol{ConnectJSON, GRPCProto} {
 		t.Run(protocol.Name, func(t *testing.T) {
@@ -63,6 +65,7 @@ func (s *suite) happyPath(t *testing.T) {
 // checkOrderSettles orders with method and follows the order to its end.
 func checkOrderSettles(t *testing.T, u *User, product *orderv1.Product, method string,
 	wantOrder orderv1.OrderStatus, wantPayment paymentv1.PaymentStatus, reason string) {
+	t.Helper()
 	ctx := t.Context()
 	created := u.MustOrder(t, method)
 	want := ExpectedOrder(product, 2)
@@ -147,7 +150,7 @@ func (u *User) Watch(t *testing.T, orderID string) []orderv1.OrderStatus {
 	if err != nil {
 		t.Fatalf("WatchOrder: %v", err)
 	}
-	defer stream.Close()
+	defer func() { _ = stream.Close() }() // only read: closing it loses nothing
 	var statuses []orderv1.OrderStatus
 	for {
 		resp, err := stream.Receive()

@@ -9,6 +9,7 @@ package scenario
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -53,6 +54,16 @@ type Platform interface {
 	Trace(ctx context.Context, traceID string) ([]otlpsink.Span, error)
 }
 
+// The workloads by name, as their SPIFFE IDs, their SVIDs' directories and
+// their spans name them.
+const (
+	gatewayWorkload = "gateway"
+	userWorkload    = "user"
+	orderWorkload   = "order"
+	paymentWorkload = "payment"
+	natsWorkload    = "nats"
+)
+
 // Settings are the workload settings the scenarios assume, as environment
 // variables: each stack passes them to its workloads. Client addresses
 // are all one in a test, so the per-address limit is set out of reach and
@@ -77,8 +88,11 @@ const (
 	userRate  = 10
 )
 
-// Run runs every scenario against p, each in a parallel subtest.
+// Run runs every scenario against p, each in a parallel subtest. A
+// scenario is its subtest's body, not a helper, so that its failures
+// report its own lines.
 func Run(t *testing.T, p Platform) {
+	t.Helper()
 	s := &suite{p: p}
 	for _, sc := range []struct {
 		name string
@@ -118,6 +132,15 @@ func Eventually(t *testing.T, timeout time.Duration, check func() bool, describe
 			t.Fatal(t.Context().Err())
 		case <-time.After(100 * time.Millisecond):
 		}
+	}
+}
+
+// closeChecked calls closeFn, which closes what, and fails the test if it
+// fails.
+func closeChecked(t *testing.T, what string, closeFn func() error) {
+	t.Helper()
+	if err := closeFn(); err != nil {
+		t.Errorf("closing %s: %v", what, err)
 	}
 }
 
@@ -161,8 +184,11 @@ func serving(ctx context.Context, p Platform, email string) error {
 	}
 	user := NewClient(p.GatewayURL(), ConnectJSON, login.GetAccessToken())
 	_, err = user.Payments.GetPayment(ctx, &paymentv1.GetPaymentRequest{OrderId: uuid.NewString()})
-	if connect.CodeOf(err) != connect.CodeNotFound {
-		return fmt.Errorf("reading a payment: got %v, want NotFound", err)
+	switch {
+	case err == nil:
+		return errors.New("reading a payment: got one, want NotFound")
+	case connect.CodeOf(err) != connect.CodeNotFound:
+		return fmt.Errorf("reading a payment: got %w, want NotFound", err)
 	}
 	return nil
 }

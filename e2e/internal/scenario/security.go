@@ -35,6 +35,8 @@ const (
 // must refuse, over both protocols; each gets the same answer, whatever
 // the reason. A copy of a valid token re-signed with the issuer's key
 // shows that the refusals come from what each case changes.
+//
+//nolint:thelper // a scenario, not a helper: see Run
 func (s *suite) unauthenticated(t *testing.T) {
 	u := SignUp(t, s.p, ConnectJSON)
 	issuer := IssuerKeys(t, s.p)
@@ -86,6 +88,8 @@ type violation struct{ Field, Rule, Message string }
 
 // invalidArgument sends a CreateOrder that breaks three rules and expects
 // each violation named, over both protocols, and no order stored.
+//
+//nolint:thelper // a scenario, not a helper: see Run
 func (s *suite) invalidArgument(t *testing.T) {
 	for _, protocol := range []Protocol{ConnectJSON, GRPCProto} {
 		t.Run(protocol.Name, func(t *testing.T) {
@@ -154,6 +158,8 @@ func violationsOf(t *testing.T, err error) []violation {
 // order workload may call, with the SVID of each workload and a valid
 // transaction token: the token being valid, only the caller's identity
 // decides.
+//
+//nolint:thelper // a scenario, not a helper: see Run
 func (s *suite) workloadNotAllowed(t *testing.T) {
 	u := SignUp(t, s.p, ConnectJSON)
 	req := &userv1.GetUserRequest{UserId: u.ID}
@@ -162,19 +168,19 @@ func (s *suite) workloadNotAllowed(t *testing.T) {
 		caller string
 		want   probe.Result
 	}{
-		{"order", probe.Result{Code: "OK", Email: u.Email}},
-		{"payment", probe.Result{Code: "PermissionDenied", Message: msgPermission}},
-		{"gateway", probe.Result{Code: "PermissionDenied", Message: msgPermission}},
+		{orderWorkload, probe.Result{Code: "OK", Email: u.Email}},
+		{paymentWorkload, probe.Result{Code: "PermissionDenied", Message: msgPermission}},
+		{gatewayWorkload, probe.Result{Code: "PermissionDenied", Message: msgPermission}},
 	} {
 		t.Run(tc.caller, func(t *testing.T) {
 			t.Parallel()
 			files := devpki.WorkloadFiles(s.p.PKIDir(), tc.caller)
-			cfg, closeSource, err := probe.WorkloadTLS(t.Context(), files, workloadID(t, s.p, "user"))
+			cfg, closeSource, err := probe.WorkloadTLS(t.Context(), files, workloadID(t, s.p, userWorkload))
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer closeSource()
-			got, err := probe.GetUser(t.Context(), s.p.GRPCAddr("user"), cfg, txn, u.ID)
+			defer closeChecked(t, "the SVID source", closeSource)
+			got, err := probe.GetUser(t.Context(), s.p.GRPCAddr(userWorkload), cfg, txn, u.ID)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -191,8 +197,10 @@ const CertificateRequired = "remote error: tls: certificate required"
 
 // certificateRequired connects to each service's gRPC port without a
 // client certificate, and, to show the port is otherwise open, with one.
+//
+//nolint:thelper // a scenario, not a helper: see Run
 func (s *suite) certificateRequired(t *testing.T) {
-	for _, name := range []string{"user", "order", "payment"} {
+	for _, name := range []string{userWorkload, orderWorkload, paymentWorkload} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			server := workloadID(t, s.p, name)
@@ -203,12 +211,12 @@ func (s *suite) certificateRequired(t *testing.T) {
 			if got := probe.Handshake(t.Context(), s.p.GRPCAddr(name), anonymous); got != CertificateRequired {
 				t.Errorf("without a certificate the handshake ended %q, want %q", got, CertificateRequired)
 			}
-			files := devpki.WorkloadFiles(s.p.PKIDir(), "gateway")
+			files := devpki.WorkloadFiles(s.p.PKIDir(), gatewayWorkload)
 			withSVID, closeSource, err := probe.WorkloadTLS(t.Context(), files, server)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer closeSource()
+			defer closeChecked(t, "the SVID source", closeSource)
 			if got := probe.Handshake(t.Context(), s.p.GRPCAddr(name), withSVID); got != "" {
 				t.Errorf("with the gateway's SVID the handshake ended %q, want it accepted", got)
 			}
@@ -218,6 +226,8 @@ func (s *suite) certificateRequired(t *testing.T) {
 
 // flood calls ListOrders as one user until the gateway limits it, then
 // checks that another user still gets through at once.
+//
+//nolint:thelper // a scenario, not a helper: see Run
 func (s *suite) flood(t *testing.T) {
 	flooder, other := SignUp(t, s.p, ConnectJSON), SignUp(t, s.p, ConnectJSON)
 	start := time.Now()
@@ -256,6 +266,8 @@ func (s *suite) flood(t *testing.T) {
 
 // otherUsersOrder reads, cancels and watches one user's order as another
 // user, and expects the very answer an order that does not exist gets.
+//
+//nolint:thelper // a scenario, not a helper: see Run
 func (s *suite) otherUsersOrder(t *testing.T) {
 	owner, other := SignUp(t, s.p, ConnectJSON), SignUp(t, s.p, ConnectJSON)
 	order := owner.MustOrder(t, "tok_visa")
@@ -276,7 +288,7 @@ func (s *suite) otherUsersOrder(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			defer stream.Close()
+			defer func() { _ = stream.Close() }() // only read: closing it loses nothing
 			_, err = stream.Receive()
 			return err
 		},
@@ -320,6 +332,8 @@ func (s *suite) otherUsersOrder(t *testing.T) {
 
 // internalMethodsHidden calls, through the gateway, the two methods only
 // workloads may call, with a signed-in user's token, over both protocols.
+//
+//nolint:thelper // a scenario, not a helper: see Run
 func (s *suite) internalMethodsHidden(t *testing.T) {
 	u := SignUp(t, s.p, ConnectJSON)
 	order := u.MustOrder(t, "tok_visa")

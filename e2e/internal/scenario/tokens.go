@@ -41,7 +41,7 @@ func TxnToken(t *testing.T, p Platform, subject, procedure string, req proto.Mes
 	if err != nil {
 		t.Fatal(err)
 	}
-	gateway := workloadID(t, p, "gateway").String()
+	gateway := workloadID(t, p, gatewayWorkload).String()
 	minter, err := txntoken.NewMinter(txntoken.MinterConfig{
 		Signer: keys, TrustDomain: p.TrustDomain().Name(), Workload: gateway, Issuer: gateway,
 	})

@@ -25,7 +25,7 @@ type seen struct {
 
 // behind returns an edge-wrapped handler that records what reaches it.
 func behind(cfg edge.Config, got *seen) http.Handler {
-	return edge.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return edge.Wrap(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
 		got.ClientIP, _ = edge.ClientIP(r.Context())
 		got.Headers = slices.Sorted(func(yield func(string) bool) {
 			for name := range r.Header {
@@ -66,7 +66,7 @@ func TestClientIP(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var got seen
-			req := httptest.NewRequest(http.MethodPost, "/", nil)
+			req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/", nil)
 			req.RemoteAddr = tt.remoteAddr
 			for _, v := range tt.forwarded {
 				req.Header.Add("X-Forwarded-For", v)
@@ -84,7 +84,8 @@ func TestClientIP(t *testing.T) {
 func TestOnlyAllowedHeadersPass(t *testing.T) {
 	t.Parallel()
 	var got seen
-	req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader("{}"))
+	req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/",
+		strings.NewReader("{}"))
 	for name, value := range map[string]string{
 		"Authorization": "Bearer x", "Content-Type": "application/json",
 		"Connect-Protocol-Version": "1", "Cookie": "session=1", "X-Forwarded-For": "1.2.3.4",
@@ -109,7 +110,8 @@ func TestBodyLimit(t *testing.T) {
 	}{{64, false}, {65, true}}
 	for _, tt := range tests {
 		var got seen
-		req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(strings.Repeat("a", tt.size)))
+		body := strings.NewReader(strings.Repeat("a", tt.size))
+		req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/", body)
 		behind(edge.Config{MaxBodyBytes: 64}, &got).ServeHTTP(httptest.NewRecorder(), req)
 		if got.BodyErr != tt.wantErr {
 			t.Errorf("body of %d bytes with a 64-byte limit: read error %t, want %t",
@@ -134,7 +136,7 @@ func peerAddr(remoteAddr string) netip.Addr {
 // hops are the addresses an X-Forwarded-For value names.
 func hops(forwarded string) []netip.Addr {
 	var out []netip.Addr
-	for _, hop := range strings.Split(forwarded, ",") {
+	for hop := range strings.SplitSeq(forwarded, ",") {
 		if addr, err := netip.ParseAddr(strings.TrimSpace(hop)); err == nil {
 			out = append(out, addr.Unmap())
 		}
@@ -163,7 +165,8 @@ func FuzzEdge(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, remoteAddr, forwarded, name, value string) {
 		var got seen
-		req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader("{}"))
+		req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/",
+			strings.NewReader("{}"))
 		req.RemoteAddr = remoteAddr
 		req.Header["X-Forwarded-For"] = []string{forwarded}
 		req.Header[name] = []string{value}

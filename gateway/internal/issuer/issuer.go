@@ -167,9 +167,9 @@ func parseDiscovery(r io.Reader, issuer string) (string, error) {
 
 // clip shortens text from the network before it goes into an error.
 func clip(s string) string {
-	const max = 128
-	if len(s) > max {
-		return s[:max] + "..."
+	const limit = 128
+	if len(s) > limit {
+		return s[:limit] + "..."
 	}
 	return s
 }

@@ -132,8 +132,10 @@ func levelFor(code connect.Code) slog.Level {
 		return slog.LevelError
 	case connect.CodeUnauthenticated, connect.CodePermissionDenied, connect.CodeResourceExhausted:
 		return slog.LevelWarn
+	default:
+		// The caller's own mistakes and outcomes it asked for are routine.
+		return slog.LevelInfo
 	}
-	return slog.LevelInfo
 }
 
 // clientIP is the external client's address: the one edge found behind

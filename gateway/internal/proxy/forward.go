@@ -180,6 +180,9 @@ func upstreamError(ctx context.Context, err error, header metadata.MD) error {
 		return connect.NewError(connect.CodeCanceled, "call canceled").WithCause(err)
 	case codes.DeadlineExceeded:
 		return connect.NewError(connect.CodeDeadlineExceeded, "deadline exceeded").WithCause(err)
+	default:
+		// Every other code answers the caller's request: it passes through
+		// below with the service's message and the allowlisted details.
 	}
 	out := connect.NewError(connect.Code(st.Code()), st.Message()).WithCause(err)
 	for _, detail := range st.Proto().GetDetails() {

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -55,9 +56,7 @@ func (s *issuerServer) validClaims() claims {
 // nil.
 func (c claims) with(key string, value any) claims {
 	out := claims{}
-	for k, v := range c {
-		out[k] = v
-	}
+	maps.Copy(out, c)
 	if value == nil {
 		delete(out, key)
 	} else {
@@ -125,7 +124,7 @@ type rejection struct {
 // access token it must refuse, and tokens in every place but the one it
 // reads. Each call must get the same 401 and the same body, log its own
 // reason as an audit event, and never reach a workload.
-func TestAccessTokenRejections(t *testing.T) {
+func TestAccessTokenRejections(t *testing.T) { //nolint:tparallel // cases share one fixture
 	t.Parallel()
 	f := newFixture(t, options{})
 	iss := f.issuer
@@ -303,35 +302,43 @@ func TestAccessTokenRejections(t *testing.T) {
 		// A session that ended.
 		{name: "revoked session", header: bearer(revoked), reason: errSessionRevokedText},
 	}
-	for _, tt := range tests {
+	// Each case counts the calls that reach the shared fixture's workload
+	// around its own, and the trap is checked once every case has run.
+	for _, tt := range tests { //nolint:paralleltest // cases count calls on one shared fixture
 		t.Run(tt.name, func(t *testing.T) {
-			path := tt.path
-			if path == "" {
-				path = "/user.v1.UserService/GetMe"
-			}
-			body := tt.body
-			if body == "" {
-				body = "{}"
-			}
-			before := f.up.count()
-			a := f.post(t, path, body, tt.header)
-			line := f.logLine(t, a)
-
-			got := rejection{Status: a.Status, Body: a.Body, Code: line["code"], Audit: line["audit"]}
-			want := rejection{http.StatusUnauthorized, unauthenticated, "unauthenticated", "denied"}
-			if diff := cmp.Diff(want, got); diff != "" {
-				t.Errorf("rejection (-want +got):\n%s", diff)
-			}
-			if reason, _ := line["reason"].(string); !strings.Contains(reason, tt.reason.Error()) {
-				t.Errorf("audit reason %q, want it to say %q", reason, tt.reason)
-			}
-			if n := f.up.count() - before; n != 0 {
-				t.Errorf("the workload got %d calls, want none", n)
-			}
+			f.checkRejected(t, tt.path, tt.body, tt.header, tt.reason)
 		})
 	}
 	if n := trapServer.hits.Load(); n != 0 {
 		t.Errorf("a URL named by a token was fetched %d times", n)
+	}
+}
+
+// checkRejected posts body (default {}) to path (default GetMe) with
+// header, and checks that the gateway answers with the one 401, logs an
+// audited denial whose reason says reason, and calls no workload.
+func (f *fixture) checkRejected(t *testing.T, path, body string, header http.Header, reason error) {
+	t.Helper()
+	if path == "" {
+		path = "/user.v1.UserService/GetMe"
+	}
+	if body == "" {
+		body = "{}"
+	}
+	before := f.up.count()
+	a := f.post(t, path, body, header)
+	line := f.logLine(t, a)
+
+	got := rejection{Status: a.Status, Body: a.Body, Code: line["code"], Audit: line["audit"]}
+	want := rejection{http.StatusUnauthorized, unauthenticated, "unauthenticated", "denied"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("rejection (-want +got):\n%s", diff)
+	}
+	if said, _ := line["reason"].(string); !strings.Contains(said, reason.Error()) {
+		t.Errorf("audit reason %q, want it to say %q", said, reason)
+	}
+	if n := f.up.count() - before; n != 0 {
+		t.Errorf("the workload got %d calls, want none", n)
 	}
 }
 
@@ -342,7 +349,7 @@ var errSessionRevokedText = errors.New("session revoked")
 // must pass, so that the rejections above are not a gateway refusing
 // everything: the edges of the leeway and the spellings the standards
 // allow.
-func TestAccessTokensAccepted(t *testing.T) {
+func TestAccessTokensAccepted(t *testing.T) { //nolint:tparallel // cases share one fixture
 	t.Parallel()
 	f := newFixture(t, options{})
 	iss := f.issuer
@@ -363,7 +370,9 @@ func TestAccessTokensAccepted(t *testing.T) {
 		{"aud among several", "Bearer " + sign(header, good.with("aud", []string{"billing", audience}))},
 		{"scheme in lower case", "bearer " + sign(header, good)},
 	}
-	for _, tt := range tests {
+	// Each case counts the calls that reach the shared fixture's workload
+	// around its own.
+	for _, tt := range tests { //nolint:paralleltest // cases count calls on one shared fixture
 		t.Run(tt.name, func(t *testing.T) {
 			before := f.up.count()
 			a := f.post(t, "/user.v1.UserService/GetMe", "{}",
@@ -384,13 +393,14 @@ func TestAccessTokensAccepted(t *testing.T) {
 func TestHugeHeaderCostsNothing(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, options{})
-	conn, err := net.Dial("tcp", strings.TrimPrefix(f.url, "http://"))
+	var dialer net.Dialer
+	conn, err := dialer.DialContext(t.Context(), "tcp", strings.TrimPrefix(f.url, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	req, err := http.NewRequest(http.MethodPost, f.url+"/user.v1.UserService/GetMe",
-		strings.NewReader("{}"))
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost,
+		f.url+"/user.v1.UserService/GetMe", strings.NewReader("{}"))
 	if err != nil {
 		t.Fatal(err)
 	}

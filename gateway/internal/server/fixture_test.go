@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -314,7 +315,8 @@ func (u *upstream) serve(t testing.TB, src identity.Source) string {
 	srv := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(identity.ServerTLSConfig(src))),
 		grpc.UnknownServiceHandler(u.handle))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	var lc net.ListenConfig
+	ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,9 +413,7 @@ func (f *fixture) post(t testing.TB, path, body string, header http.Header) answ
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	for k, v := range header {
-		req.Header[k] = v
-	}
+	maps.Copy(req.Header, header)
 	return send(t, req)
 }
 
@@ -471,18 +471,6 @@ func (b *syncBuffer) lines() []map[string]any {
 		}
 	}
 	return out
-}
-
-// eventually polls cond until it holds, failing the test after a while.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -247,7 +247,10 @@ func checkRateLimited(t *testing.T, f *fixture, a answer) {
 	if s, err := strconv.Atoi(a.Header.Get("Retry-After")); err != nil || s < 1 {
 		t.Errorf("Retry-After %q, want a whole number of seconds", a.Header.Get("Retry-After"))
 	}
-	var body struct{ Code, Message string }
+	var body struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
 	if err := json.Unmarshal([]byte(a.Body), &body); err != nil {
 		t.Fatal(err)
 	}
@@ -295,6 +298,7 @@ func TestCORS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			if got := tt.header.Get("Access-Control-Allow-Origin"); got != tt.wantOrigin {
 				t.Errorf("Access-Control-Allow-Origin %q, want %q", got, tt.wantOrigin)
 			}
@@ -311,7 +315,7 @@ func TestCORS(t *testing.T) {
 // TestUpstreamErrorsAreMasked makes the workload fail in every way: what
 // is the platform's fault reaches the client as a bare message, whatever
 // the workload wrote, and only the details meant for clients go through.
-func TestUpstreamErrorsAreMasked(t *testing.T) {
+func TestUpstreamErrorsAreMasked(t *testing.T) { //nolint:tparallel // cases share one workload
 	t.Parallel()
 	f := newFixture(t, options{})
 	const leak = `open /var/lib/order/order.db: pq: relation "orders" at 10.0.3.7:5432`
@@ -344,7 +348,8 @@ func TestUpstreamErrorsAreMasked(t *testing.T) {
 			[]string{"google.rpc.BadRequest"}},
 	}
 	access, _ := f.issuer.login(t)
-	for _, tt := range tests {
+	// Each case sets the reply of the workload the fixture shares.
+	for _, tt := range tests { //nolint:paralleltest // cases set the reply of one shared workload
 		t.Run(tt.name, func(t *testing.T) {
 			f.up.setReply(func(string, proto.Message) (proto.Message, error) {
 				st, err := status.New(tt.code, tt.message).WithDetails(badRequest, debug)
@@ -361,26 +366,7 @@ func TestUpstreamErrorsAreMasked(t *testing.T) {
 			if tt.wantBody != "" && a.Body != tt.wantBody {
 				t.Errorf("body %s, want %s", a.Body, tt.wantBody)
 			}
-			var body struct {
-				Message string
-				Details []struct{ Type string }
-			}
-			if err := json.Unmarshal([]byte(a.Body), &body); err != nil {
-				t.Fatal(err)
-			}
-			var details []string
-			for _, d := range body.Details {
-				details = append(details, d.Type)
-			}
-			if diff := cmp.Diff(tt.wantDetails, details); diff != "" {
-				t.Errorf("details (-want +got):\n%s", diff)
-			}
-			if strings.Contains(a.Body, "pq:") || strings.Contains(a.Body, "orderrpc.go") {
-				t.Errorf("body leaks the workload's internals: %s", a.Body)
-			}
-			if tt.wantBody == "" && body.Message != tt.message {
-				t.Errorf("message %q, want the workload's %q", body.Message, tt.message)
-			}
+			checkUpstreamMessage(t, a, tt.message, tt.wantBody == "", tt.wantDetails)
 		})
 	}
 	// The cause of a masked error is for the log only.
@@ -390,6 +376,37 @@ func TestUpstreamErrorsAreMasked(t *testing.T) {
 	a := f.call(t, "order.v1.OrderService/ListOrders", access, "{}", nil)
 	if line := f.logLine(t, a); !strings.Contains(line["error"].(string), leak) || line["level"] != "ERROR" {
 		t.Errorf("log line %v, want the cause at level ERROR", line)
+	}
+}
+
+// checkUpstreamMessage checks that the body of a carries only wantDetails
+// among the error details and no internals of the workload, and, if
+// forwarded, that its message is the workload's message.
+func checkUpstreamMessage(t *testing.T, a answer, message string, forwarded bool,
+	wantDetails []string,
+) {
+	t.Helper()
+	var body struct {
+		Message string `json:"message"`
+		Details []struct {
+			Type string `json:"type"`
+		} `json:"details"`
+	}
+	if err := json.Unmarshal([]byte(a.Body), &body); err != nil {
+		t.Fatal(err)
+	}
+	var details []string
+	for _, d := range body.Details {
+		details = append(details, d.Type)
+	}
+	if diff := cmp.Diff(wantDetails, details); diff != "" {
+		t.Errorf("details (-want +got):\n%s", diff)
+	}
+	if strings.Contains(a.Body, "pq:") || strings.Contains(a.Body, "orderrpc.go") {
+		t.Errorf("body leaks the workload's internals: %s", a.Body)
+	}
+	if forwarded && body.Message != message {
+		t.Errorf("message %q, want the workload's %q", body.Message, message)
 	}
 }
 

@@ -31,7 +31,8 @@ func FuzzAuthorization(f *testing.F) {
 	f.Add("Bearer " + strings.Repeat(".", 9000))
 
 	f.Fuzz(func(t *testing.T, authorization string) {
-		req := httptest.NewRequest(http.MethodPost, "/user.v1.UserService/GetMe", strings.NewReader("{}"))
+		req := httptest.NewRequestWithContext(t.Context(), http.MethodPost,
+			"/user.v1.UserService/GetMe", strings.NewReader("{}"))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header["Authorization"] = []string{authorization}
 		before := fx.up.count()

@@ -254,6 +254,7 @@ func rawKeyFile(t *testing.T, key jose.JSONWebKey) string {
 // does not start.
 func TestWeakKeysRefusedAtStartup(t *testing.T) {
 	t.Parallel()
+	//nolint:gosec // G403: the weak key proves that weak keys are refused
 	rsa1024, err := rsa.GenerateKey(rand.Reader, 1024)
 	if err != nil {
 		t.Fatal(err)

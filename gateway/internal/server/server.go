@@ -216,7 +216,8 @@ func Setup(ctx context.Context, w *workload.Workload, cfg Config, keys *jwks.Key
 		{"public HTTP", cfg.HTTPAddr, public, false},
 		{"internal HTTPS", cfg.InternalAddr, internal, true},
 	} {
-		ln, err := net.Listen("tcp", s.addr)
+		var lc net.ListenConfig
+		ln, err := lc.Listen(ctx, "tcp", s.addr)
 		if err != nil {
 			return fmt.Errorf("listening for %s: %w", s.name, err)
 		}
@@ -384,7 +385,7 @@ func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, tls bool
 
 func splitList(s string) []string {
 	var out []string
-	for _, part := range strings.Split(s, ",") {
+	for part := range strings.SplitSeq(s, ",") {
 		if part = strings.TrimSpace(part); part != "" {
 			out = append(out, part)
 		}

@@ -140,7 +140,8 @@ func (c *client) order(ctx context.Context, method string, want orderv1.OrderSta
 	if err != nil {
 		return fmt.Errorf("watching order %s: %w", id, err)
 	}
-	defer stream.Close()
+	// The stream is only read, and ends with the order: closing it loses nothing.
+	defer func() { _ = stream.Close() }()
 	status := created.GetOrder().GetStatus()
 	for {
 		update, err := stream.Receive()

@@ -51,6 +51,7 @@ func TestServeWorkloadRefusesUnknownNames(t *testing.T) {
 // NATS, then every workload by its own command, and checks that the gateway answers and that everything stops
 // cleanly.
 func TestTheStackRunsPartByPart(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts every workload's process")
 	}
@@ -72,8 +73,10 @@ func TestTheStackRunsPartByPart(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	done := map[string]chan error{"nats": make(chan error, 1)}
-	go func() { done["nats"] <- serveNATS(ctx, cfg, io.Discard) }()
+	// Each goroutine holds its own channel: the map is written on this one.
+	natsDone := make(chan error, 1)
+	done := map[string]chan error{"nats": natsDone}
+	go func() { natsDone <- serveNATS(ctx, cfg, io.Discard) }()
 	waitListening(t, net.JoinHostPort(cfg.Host, strconv.Itoa(p.NATS)))
 	if _, err := os.Stat(filepath.Join(cfg.PKIDir(), "user", "svid.pem")); err != nil {
 		t.Fatalf("the nats command did not prepare the PKI: %v", err)
@@ -81,15 +84,21 @@ func TestTheStackRunsPartByPart(t *testing.T) {
 	// Tilt starts the workloads together once NATS is up; each becomes
 	// ready when its peers are (a service needs the gateway's keys).
 	for _, name := range devstack.Workloads {
-		done[name] = make(chan error, 1)
-		go func() { done[name] <- serveWorkload(ctx, cfg, name) }()
+		workloadDone := make(chan error, 1)
+		done[name] = workloadDone
+		go func() { workloadDone <- serveWorkload(ctx, cfg, name) }()
 	}
 	for _, name := range devstack.Workloads {
 		waitReady(t, "http://"+net.JoinHostPort(cfg.Host, strconv.Itoa(admin[name]))+"/readyz", done[name])
 	}
 
-	resp, err := http.Post(cfg.GatewayURL()+"/order.v1.CatalogService/ListProducts", "application/json",
-		strings.NewReader("{}"))
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost,
+		cfg.GatewayURL()+"/order.v1.CatalogService/ListProducts", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("calling the gateway: %v", err)
 	}
@@ -105,15 +114,24 @@ func TestTheStackRunsPartByPart(t *testing.T) {
 			t.Errorf("%s stopped with %v, want a clean stop", name, err)
 		}
 	}
-	if resp, err := http.Get(cfg.GatewayURL()); err == nil {
+	if resp, err := get(t.Context(), cfg.GatewayURL()); err == nil {
 		resp.Body.Close()
 		t.Errorf("the gateway still answers after its command stopped")
 	}
 }
 
+// get sends a GET request to url.
+func get(ctx context.Context, url string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	return http.DefaultClient.Do(req)
+}
+
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,8 +142,9 @@ func freePort(t *testing.T) int {
 func waitListening(t *testing.T, addr string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
+	dialer := &net.Dialer{Timeout: time.Second}
 	for {
-		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		conn, err := dialer.DialContext(t.Context(), "tcp", addr)
 		if err == nil {
 			conn.Close()
 			return
@@ -143,7 +162,7 @@ func waitReady(t *testing.T, url string, done <-chan error) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if resp, err := http.Get(url); err == nil {
+		if resp, err := get(t.Context(), url); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return

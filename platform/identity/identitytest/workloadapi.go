@@ -43,13 +43,17 @@ func StartWorkloadAPI(t testing.TB) *WorkloadAPI {
 	t.Helper()
 	// A socket path must stay short (about 100 bytes), which a directory
 	// named after the test may not.
-	dir, err := os.MkdirTemp("", "spiffe-")
+	dir, err := os.MkdirTemp("", "spiffe-") //nolint:usetesting // t.TempDir's path can be too long.
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("removing the Workload API's directory: %v", err)
+		}
+	})
 	path := filepath.Join(dir, "agent.sock")
-	ln, err := net.Listen("unix", path)
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "unix", path)
 	if err != nil {
 		t.Fatalf("listening on %s: %v", path, err)
 	}

@@ -64,7 +64,7 @@ func Sign(alg jose.SignatureAlgorithm, key any, header, payload string) string {
 
 func signature(alg jose.SignatureAlgorithm, key any, input []byte) []byte {
 	if alg == jose.EdDSA {
-		return ed25519.Sign(key.(ed25519.PrivateKey), input)
+		return ed25519.Sign(keyFor[ed25519.PrivateKey](alg, key), input)
 	}
 	hash := map[string]crypto.Hash{
 		"256": crypto.SHA256, "384": crypto.SHA384, "512": crypto.SHA512,
@@ -80,15 +80,15 @@ func signature(alg jose.SignatureAlgorithm, key any, input []byte) []byte {
 	var err error
 	switch alg[:2] {
 	case "HS":
-		mac := hmac.New(hash.New, key.([]byte))
+		mac := hmac.New(hash.New, keyFor[[]byte](alg, key))
 		mac.Write(input)
 		return mac.Sum(nil)
 	case "RS":
-		sig, err = rsa.SignPKCS1v15(rand.Reader, key.(*rsa.PrivateKey), hash, digest)
+		sig, err = rsa.SignPKCS1v15(rand.Reader, keyFor[*rsa.PrivateKey](alg, key), hash, digest)
 	case "PS":
-		sig, err = rsa.SignPSS(rand.Reader, key.(*rsa.PrivateKey), hash, digest, nil)
+		sig, err = rsa.SignPSS(rand.Reader, keyFor[*rsa.PrivateKey](alg, key), hash, digest, nil)
 	case "ES":
-		k := key.(*ecdsa.PrivateKey)
+		k := keyFor[*ecdsa.PrivateKey](alg, key)
 		var r, s *big.Int
 		r, s, err = ecdsa.Sign(rand.Reader, k, digest)
 		if err == nil {
@@ -104,4 +104,14 @@ func signature(alg jose.SignatureAlgorithm, key any, input []byte) []byte {
 		panic(fmt.Sprintf("jwkstest: signing: %v", err))
 	}
 	return sig
+}
+
+// keyFor returns key as the type K that alg signs with, and panics if it is
+// another type.
+func keyFor[K any](alg jose.SignatureAlgorithm, key any) K {
+	k, ok := key.(K)
+	if !ok {
+		panic(fmt.Sprintf("jwkstest: %s needs a %T key, not %T", alg, k, key))
+	}
+	return k
 }

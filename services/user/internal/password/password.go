@@ -22,6 +22,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -175,11 +176,22 @@ func decode(encoded string) (p Params, salt, key []byte, err error) {
 	if key, err = decodeBase64(fields[5]); err != nil {
 		return Params{}, nil, nil, fmt.Errorf("%w: hash", err)
 	}
-	p.SaltLength, p.KeyLength = uint32(len(salt)), uint32(len(key))
+	p.SaltLength, p.KeyLength = byteLength(salt), byteLength(key)
 	if err := p.check(); err != nil {
 		return Params{}, nil, nil, err
 	}
 	return p, salt, key, nil
+}
+
+// byteLength is the length of b as a uint32. It saturates at the largest
+// uint32, a length that every bound refuses; decode's cap on the string
+// keeps real lengths far below it.
+func byteLength(b []byte) uint32 {
+	n := uint64(len(b))
+	if n > math.MaxUint32 {
+		return math.MaxUint32
+	}
+	return uint32(n)
 }
 
 // decodeCosts parses "m=<memory>,t=<iterations>,p=<parallelism>".
@@ -201,10 +213,11 @@ func decodeCosts(s string) (Params, error) {
 		}
 		values[i] = n
 	}
-	if values[2] > MaxParallelism {
-		return Params{}, fmt.Errorf("%w: p=%d", ErrParams, values[2])
+	parallelism := values[2]
+	if parallelism > MaxParallelism {
+		return Params{}, fmt.Errorf("%w: p=%d", ErrParams, parallelism)
 	}
-	return Params{Memory: values[0], Iterations: values[1], Parallelism: uint8(values[2])}, nil
+	return Params{Memory: values[0], Iterations: values[1], Parallelism: uint8(parallelism)}, nil
 }
 
 // decodeDecimal parses a canonical decimal number: digits only, no leading

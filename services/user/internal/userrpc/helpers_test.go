@@ -177,6 +177,7 @@ func (h *harness) events(t *testing.T) []*userv1.SessionRevoked {
 // anonymous returns a context as the platform hands it to a handler of a
 // public method called by a visitor who has not signed in.
 func anonymous(t *testing.T) context.Context {
+	t.Helper()
 	return txntoken.NewContext(t.Context(), &txntoken.Token{
 		Raw:    "txn.anonymous.test",
 		Claims: txntoken.Claims{ID: uuid.NewString(), Subject: txntoken.Anonymous},
@@ -186,6 +187,7 @@ func anonymous(t *testing.T) context.Context {
 // asUser returns a context as the platform hands it to a handler of a
 // method called for the signed-in user in the session.
 func asUser(t *testing.T, userID, sessionID string) context.Context {
+	t.Helper()
 	return txntoken.NewContext(t.Context(), &txntoken.Token{
 		Raw: "txn.user.test",
 		Claims: txntoken.Claims{

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"time"
 	"unicode"
@@ -331,7 +332,10 @@ func (s *Server) LogoutEverywhere(ctx context.Context, _ *userv1.LogoutEverywher
 	if len(revoked) > 0 {
 		s.cfg.Outbox.Notify()
 	}
-	return &userv1.LogoutEverywhereResponse{RevokedSessions: int32(len(revoked))}, nil
+	// No user has two billion sessions; should one, the count saturates
+	// rather than wraps.
+	n := min(len(revoked), math.MaxInt32)
+	return &userv1.LogoutEverywhereResponse{RevokedSessions: int32(n)}, nil
 }
 
 // GetMe returns the caller's account.

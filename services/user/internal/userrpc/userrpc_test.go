@@ -128,7 +128,8 @@ func TestSignUpRefuses(t *testing.T) {
 			})
 			wantStatus(t, err, tt.code, tt.msg)
 			var users int
-			if err := h.db.QueryRow(`SELECT count(*) FROM users`).Scan(&users); err != nil {
+			row := h.db.QueryRowContext(t.Context(), `SELECT count(*) FROM users`)
+			if err := row.Scan(&users); err != nil {
 				t.Fatal(err)
 			}
 			if users != 1 {
@@ -169,7 +170,8 @@ func TestLogin(t *testing.T) {
 	// Only the hash of the refresh token is stored: its bytes are nowhere
 	// in the database files.
 	var stored []byte
-	if err := h.db.QueryRow(`SELECT hash FROM refresh_tokens`).Scan(&stored); err != nil {
+	row := h.db.QueryRowContext(t.Context(), `SELECT hash FROM refresh_tokens`)
+	if err := row.Scan(&stored); err != nil {
 		t.Fatal(err)
 	}
 	if sum := sha256.Sum256([]byte(resp.GetRefreshToken())); !bytes.Equal(stored, sum[:]) {
@@ -216,7 +218,8 @@ func TestLoginRefuses(t *testing.T) {
 			_, err = h.srv.Login(anonymous(t), &userv1.LoginRequest{Email: tt.email, Password: tt.password})
 			wantStatus(t, err, codes.Unauthenticated, "invalid email or password")
 			var sessions int
-			if err := h.db.QueryRow(`SELECT count(*) FROM sessions`).Scan(&sessions); err != nil {
+			row := h.db.QueryRowContext(t.Context(), `SELECT count(*) FROM sessions`)
+			if err := row.Scan(&sessions); err != nil {
 				t.Fatal(err)
 			}
 			if sessions != 0 {
@@ -503,7 +506,7 @@ func TestLogoutExpireTime(t *testing.T) {
 	}
 }
 
-func TestLogoutRefuses(t *testing.T) {
+func TestLogoutRefuses(t *testing.T) { //nolint:tparallel // checks after the cases need them done
 	t.Parallel()
 	h := newHarness(t, harnessOptions{})
 	ada := h.signUp(t, "ada@example.com")
@@ -520,7 +523,9 @@ func TestLogoutRefuses(t *testing.T) {
 		{"unknown session", ada.GetUserId(), uuid.NewString(), codes.NotFound, "not found"},
 		{"no session", ada.GetUserId(), "", codes.FailedPrecondition, "the access token names no session"},
 	}
-	for _, tt := range tests {
+	// The checks after the cases look at what they left in the shared
+	// harness, so the cases run in turn, before them.
+	for _, tt := range tests { //nolint:paralleltest // checks after the cases need them done
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := h.srv.Logout(asUser(t, tt.userID, tt.sessionID), &userv1.LogoutRequest{})
 			wantStatus(t, err, tt.code, tt.msg)
@@ -667,7 +672,7 @@ func TestInternalErrorsMasked(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, harnessOptions{})
 	h.signUp(t, "ada@example.com")
-	if _, err := h.db.Exec(`DROP TABLE refresh_tokens`); err != nil {
+	if _, err := h.db.ExecContext(t.Context(), `DROP TABLE refresh_tokens`); err != nil {
 		t.Fatal(err)
 	}
 

@@ -70,14 +70,13 @@ func startSession(t *testing.T, s *userstore.Store, user userstore.User) (
 }
 
 // use exchanges token at the given time in its own transaction, which
-// commits unless the store returned an error other than a reuse.
-func use(t *testing.T, s *userstore.Store, token userstore.RefreshToken, at time.Time) (
-	userstore.Session, error) {
+// commits unless the store returned an error other than a reuse, and
+// returns the store's error.
+func use(t *testing.T, s *userstore.Store, token userstore.RefreshToken, at time.Time) error {
 	t.Helper()
-	var sess userstore.Session
 	var useErr error
 	err := s.InTx(t.Context(), func(tx *userstore.Tx) error {
-		sess, useErr = tx.UseRefreshToken(t.Context(), token.Hash, at)
+		_, useErr = tx.UseRefreshToken(t.Context(), token.Hash, at)
 		if reuse := new(userstore.ReuseError); errors.As(useErr, &reuse) {
 			return nil
 		}
@@ -86,7 +85,7 @@ func use(t *testing.T, s *userstore.Store, token userstore.RefreshToken, at time
 	if err != nil && !errors.Is(err, useErr) {
 		t.Fatalf("transaction: %v", err)
 	}
-	return sess, useErr
+	return useErr
 }
 
 func TestCreateUser(t *testing.T) {
@@ -249,7 +248,7 @@ func TestRefreshRotation(t *testing.T) {
 
 	// The first token again: the session is revoked, until its last access
 	// token expires.
-	_, err := use(t, s, first, now.Add(3*time.Minute))
+	err := use(t, s, first, now.Add(3*time.Minute))
 	var reuse *userstore.ReuseError
 	if !errors.As(err, &reuse) {
 		t.Fatalf("reusing the first token = %v, want a ReuseError", err)
@@ -267,7 +266,7 @@ func TestRefreshRotation(t *testing.T) {
 	// Every token of the session is now worthless, the unused one included,
 	// and a second reuse revokes nothing more.
 	for i, token := range tokens {
-		_, err := use(t, s, token, now.Add(4*time.Minute))
+		err := use(t, s, token, now.Add(4*time.Minute))
 		if !errors.Is(err, userstore.ErrInvalidRefreshToken) {
 			t.Errorf("token %d after revocation = %v, want ErrInvalidRefreshToken", i, err)
 		}
@@ -302,7 +301,7 @@ func TestReuseRolledBack(t *testing.T) {
 	if !errors.Is(err, boom) {
 		t.Fatalf("InTx = %v", err)
 	}
-	if _, err := use(t, s, next, now); err != nil {
+	if err := use(t, s, next, now); err != nil {
 		t.Errorf("next token after a rolled-back reuse = %v", err)
 	}
 }
@@ -324,6 +323,7 @@ func TestUseRefreshTokenRefuses(t *testing.T) {
 		{
 			name: "expired",
 			token: func(t *testing.T, s *userstore.Store) userstore.RefreshToken {
+				t.Helper()
 				_, first := startSession(t, s, createUser(t, s, "ada@example.com"))
 				return first
 			},
@@ -332,6 +332,7 @@ func TestUseRefreshTokenRefuses(t *testing.T) {
 		{
 			name: "session logged out",
 			token: func(t *testing.T, s *userstore.Store) userstore.RefreshToken {
+				t.Helper()
 				user := createUser(t, s, "ada@example.com")
 				sess, first := startSession(t, s, user)
 				err := s.InTx(t.Context(), func(tx *userstore.Tx) error {
@@ -352,7 +353,8 @@ func TestUseRefreshTokenRefuses(t *testing.T) {
 			s := openStore(t)
 			token := tt.token(t, s)
 			for attempt := range 2 {
-				if _, err := use(t, s, token, tt.at); !errors.Is(err, userstore.ErrInvalidRefreshToken) {
+				err := use(t, s, token, tt.at)
+				if !errors.Is(err, userstore.ErrInvalidRefreshToken) {
 					t.Errorf("attempt %d = %v, want ErrInvalidRefreshToken", attempt, err)
 				}
 			}
@@ -419,7 +421,7 @@ func TestRevokeSession(t *testing.T) {
 	if diff := cmp.Diff(want, rev); diff != "" {
 		t.Errorf("revocation (-want +got):\n%s", diff)
 	}
-	if _, err := use(t, s, first, now); !errors.Is(err, userstore.ErrInvalidRefreshToken) {
+	if err := use(t, s, first, now); !errors.Is(err, userstore.ErrInvalidRefreshToken) {
 		t.Errorf("refresh after revocation = %v, want ErrInvalidRefreshToken", err)
 	}
 
@@ -480,7 +482,7 @@ func TestRevokeSessions(t *testing.T) {
 	if got := revokeAll(); len(got) != 0 {
 		t.Errorf("second RevokeSessions = %+v, want none", got)
 	}
-	if _, err := use(t, s, eveToken, now); err != nil {
+	if err := use(t, s, eveToken, now); err != nil {
 		t.Errorf("another user's session after RevokeSessions: %v", err)
 	}
 }
