@@ -6,7 +6,7 @@ export GOTOOLCHAIN := go1.27.3
 export GOFLAGS := -buildvcs=false
 
 # The workspace modules, in dependency order.
-MODULES := proto platform gateway services/user services/order services/payment e2e tilt
+MODULES := proto platform gateway services/user services/order services/payment e2e tilt bench
 # The binaries: every workload, and the rampart command that runs them.
 COMMANDS := ./gateway/cmd/gateway ./services/user/cmd/user ./services/order/cmd/order \
 	./services/payment/cmd/payment ./platform/cmd/rampart
@@ -82,6 +82,12 @@ tidy-check:
 test: build
 	RAMPART_BIN_DIR=$(CURDIR)/bin go test -count=1 $(addprefix ./,$(addsuffix /...,$(MODULES)))
 
+## bench: what the platform's defaults cost per request, side by side with
+## a bare path, as one table; raw figures for benchstat in .build/bench/.
+.PHONY: bench
+bench: build
+	go run ./bench -bin $(CURDIR)/bin -out $(CURDIR)/.build/bench
+
 ## images: one image per workload and one for NATS, FROM scratch around
 ## static binaries compiled here, so that no registry is reached; each
 ## image's size is printed. IMAGE_TAG names the tag (dev).
@@ -100,7 +106,9 @@ e2e: images
 # tools/go.mod and built with the Go above.
 
 # Every module of go.work, read at run time so that a new one is checked too.
-WORK_MODULES = $(patsubst $(CURDIR)/%,%,$(shell go list -m -f '{{.Dir}}'))
+# $(shell) does not see the variables make exports, so the toolchain is
+# passed by hand.
+WORK_MODULES = $(patsubst $(CURDIR)/%,%,$(shell GOTOOLCHAIN=$(GOTOOLCHAIN) go list -m -f '{{.Dir}}'))
 # The Go vulnerability database, built from the golang.org/x/vulndb module
 # pinned in tools/go.mod (vuln.go.dev is not reachable from CI).
 VULNDB := $(CURDIR)/.build/vulndb

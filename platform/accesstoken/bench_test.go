@@ -96,3 +96,23 @@ func BenchmarkParseAuthorization(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCachedVerify verifies an ES256 token that the verifier has
+// verified before and remembers, as the gateway does for the second and
+// later calls of a client.
+func BenchmarkCachedVerify(b *testing.B) {
+	set, keys := jwkstest.KeySet(b, jose.ES256)
+	header := `{"alg":"ES256","kid":"` + keys[0].KeyID + `","typ":"at+jwt"}`
+	token := jwkstest.Sign(jose.ES256, keys[0], header, encode(b, validClaims(), nil))
+	v := newVerifier(b, accesstoken.VerifierConfig{Keys: set, Remember: 1000})
+	ctx := b.Context()
+	if _, err := v.Verify(ctx, token); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := v.Verify(ctx, token); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

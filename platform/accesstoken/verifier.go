@@ -41,6 +41,12 @@ type VerifierConfig struct {
 	// MaxSize is the longest token looked at, in bytes. Zero means
 	// DefaultMaxSize; more than MaxTokenSize is refused.
 	MaxSize int
+	// Remember is how many verified tokens to remember, the least recently
+	// used forgotten first, so that a token seen again costs a hash and a
+	// map lookup rather than a signature check. Zero remembers none. Its
+	// claims are checked again on every use, and a token whose key left
+	// the issuer's key set is verified again, and so refused.
+	Remember int
 }
 
 // Verifier verifies access tokens. It is safe for concurrent use.
@@ -56,6 +62,8 @@ type VerifierConfig struct {
 // refused ([ErrMalformed]).
 type Verifier struct {
 	jws      *jwks.Verifier
+	keys     jwks.KeySource
+	seen     *memory // nil when nothing is remembered
 	issuer   string
 	audience string
 	leeway   time.Duration
@@ -78,6 +86,8 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	case cfg.MaxSize < 0 || cfg.MaxSize > MaxTokenSize:
 		return nil, fmt.Errorf("creating access token verifier: size limit %d outside [0, %d]",
 			cfg.MaxSize, MaxTokenSize)
+	case cfg.Remember < 0:
+		return nil, fmt.Errorf("creating access token verifier: remember %d tokens", cfg.Remember)
 	}
 	algs := cfg.Algorithms
 	if len(algs) == 0 {
@@ -105,8 +115,16 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating access token verifier: %w", err)
 	}
+	var seen *memory
+	if cfg.Remember > 0 {
+		if seen, err = newMemory(cfg.Remember); err != nil {
+			return nil, fmt.Errorf("creating access token verifier: %w", err)
+		}
+	}
 	return &Verifier{
 		jws:      jws,
+		keys:     cfg.Keys,
+		seen:     seen,
 		issuer:   cfg.Issuer,
 		audience: cfg.Audience,
 		leeway:   leeway,
@@ -124,25 +142,40 @@ func isAccessTokenType(typ string) bool {
 // Verify checks raw as described on [Verifier] and returns its claims. Every
 // error wraps one of the package's sentinel errors.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
-	payload, err := v.jws.Verify(ctx, raw)
+	if v.seen != nil {
+		if seen, ok := v.seen.recall(ctx, v.keys, raw); ok {
+			claims, err := v.checkClaims(&seen.claims)
+			if err != nil {
+				v.seen.forget(raw)
+				return nil, fmt.Errorf("verifying access token: %w", err)
+			}
+			return claims, nil
+		}
+	}
+
+	payload, key, err := v.jws.VerifyKey(ctx, raw)
 	if err != nil {
 		return nil, fmt.Errorf("verifying access token: %w", err)
 	}
-	claims, err := v.checkClaims(payload)
+	// go-jose's decoder matches claim names exactly and refuses
+	// duplicates.
+	var wire wireClaims
+	if err := josejson.Unmarshal(payload, &wire); err != nil {
+		return nil, fmt.Errorf("verifying access token: %w: claims: %w", ErrMalformed, err)
+	}
+	claims, err := v.checkClaims(&wire)
 	if err != nil {
 		return nil, fmt.Errorf("verifying access token: %w", err)
+	}
+	if v.seen != nil {
+		v.seen.remember(raw, &seenToken{claims: wire, kid: key.KeyID, key: key.Key})
 	}
 	return claims, nil
 }
 
-// checkClaims decodes the verified payload with go-jose's decoder, which
-// matches claim names exactly and refuses duplicates, and applies the claim
-// rules.
-func (v *Verifier) checkClaims(payload []byte) (*Claims, error) {
-	var wire wireClaims
-	if err := josejson.Unmarshal(payload, &wire); err != nil {
-		return nil, fmt.Errorf("%w: claims: %w", ErrMalformed, err)
-	}
+// checkClaims applies the claim rules to decoded claims, which it does not
+// change, and returns a copy of them for the caller.
+func (v *Verifier) checkClaims(wire *wireClaims) (*Claims, error) {
 	if wire.Expiry == nil {
 		return nil, fmt.Errorf("%w: no exp", ErrExpired)
 	}
@@ -160,7 +193,7 @@ func (v *Verifier) checkClaims(payload []byte) (*Claims, error) {
 	if wire.Subject == "" {
 		return nil, ErrSubject
 	}
-	claims := claimsOf(&wire)
+	claims := claimsOf(wire)
 	return &claims, nil
 }
 

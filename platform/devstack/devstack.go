@@ -118,23 +118,34 @@ func Prepare(cfg Config) error {
 	if err := os.MkdirAll(cfg.KeysDir(), 0o700); err != nil {
 		return err
 	}
-	for _, path := range []string{cfg.AccessKeysFile(), cfg.TxnKeysFile()} {
-		if err := ensureKeyFile(path); err != nil {
+	// Access tokens are ES256, as most OIDC issuers sign them; the gateway
+	// verifies each one once and remembers it. Transaction tokens are
+	// EdDSA, whose signatures cost less to make and to check, because every
+	// call mints one and every hop verifies it.
+	keyFiles := []struct {
+		path string
+		alg  jose.SignatureAlgorithm
+	}{
+		{cfg.AccessKeysFile(), jose.ES256},
+		{cfg.TxnKeysFile(), jose.EdDSA},
+	}
+	for _, f := range keyFiles {
+		if err := ensureKeyFile(f.path, f.alg); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// ensureKeyFile writes a file with one new ES256 signing key unless the
+// ensureKeyFile writes a file with one new signing key for alg unless the
 // file exists.
-func ensureKeyFile(path string) error {
+func ensureKeyFile(path string, alg jose.SignatureAlgorithm) error {
 	if _, err := os.Stat(path); err == nil {
 		return nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	key, err := jwks.GenerateKey(jose.ES256)
+	key, err := jwks.GenerateKey(alg)
 	if err != nil {
 		return fmt.Errorf("generating a signing key for %s: %w", path, err)
 	}

@@ -100,8 +100,43 @@ func (c Config) withDefaults() Config {
 // Register services on it, then Serve.
 func New(cfg Config) *grpc.Server {
 	cfg = cfg.withDefaults()
-	g := &guard{cfg: cfg}
 	tel := cfg.Telemetry
+	unary, stream := chain(cfg)
+	creds, err := countHandshakes(credentials.NewTLS(identity.ServerTLSConfig(cfg.Identity)),
+		tel.MeterProvider)
+	if err != nil {
+		// Only a meter provider that refuses a valid instrument gets here:
+		// serve, uncounted, rather than not at all.
+		tel.Logger.Warn("counting TLS handshakes", "error", err)
+		creds = credentials.NewTLS(identity.ServerTLSConfig(cfg.Identity))
+	}
+	return grpc.NewServer(
+		grpc.Creds(creds),
+		grpc.StatsHandler(otelgrpc.NewServerHandler(
+			otelgrpc.WithTracerProvider(tel.TracerProvider),
+			otelgrpc.WithMeterProvider(tel.MeterProvider),
+			otelgrpc.WithPropagators(tel.Propagator),
+		)),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
+		grpc.MaxConcurrentStreams(256),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionAge:      cfg.MaxConnectionAge,
+			MaxConnectionAgeGrace: 30 * time.Second,
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             10 * time.Second,
+			PermitWithoutStream: true,
+		}),
+	)
+}
+
+// chain returns the interceptors that apply the platform's checks, in the
+// order they run.
+func chain(cfg Config) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
+	g := &guard{cfg: cfg}
+	logger := slogAdapter(cfg.Telemetry.Logger)
 	logOpts := []logging.Option{
 		logging.WithLogOnEvents(logging.FinishCall),
 		logging.WithDisableLoggingFields(logging.SystemTag[0], logging.ComponentFieldKey,
@@ -123,7 +158,7 @@ func New(cfg Config) *grpc.Server {
 	// establishes, and both run before validation, the costliest check.
 	// The transaction context is compared last, on a validated request.
 	unary := []grpc.UnaryServerInterceptor{
-		logging.UnaryServerInterceptor(slogAdapter(tel.Logger), logOpts...),
+		logging.UnaryServerInterceptor(logger, logOpts...),
 		recovery.UnaryServerInterceptor(recoverOpts...),
 		g.capDeadlineUnary,
 		g.authorizeUnary,
@@ -132,7 +167,7 @@ func New(cfg Config) *grpc.Server {
 		g.bindContextUnary,
 	}
 	stream := []grpc.StreamServerInterceptor{
-		logging.StreamServerInterceptor(slogAdapter(tel.Logger), logOpts...),
+		logging.StreamServerInterceptor(logger, logOpts...),
 		recovery.StreamServerInterceptor(recoverOpts...),
 		g.capDeadlineStream,
 		g.authorizeStream,
@@ -140,26 +175,7 @@ func New(cfg Config) *grpc.Server {
 		grpcvalidate.StreamServerInterceptor(cfg.Validator),
 		g.bindContextStream,
 	}
-	return grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(identity.ServerTLSConfig(cfg.Identity))),
-		grpc.StatsHandler(otelgrpc.NewServerHandler(
-			otelgrpc.WithTracerProvider(tel.TracerProvider),
-			otelgrpc.WithMeterProvider(tel.MeterProvider),
-			otelgrpc.WithPropagators(tel.Propagator),
-		)),
-		grpc.ChainUnaryInterceptor(unary...),
-		grpc.ChainStreamInterceptor(stream...),
-		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
-		grpc.MaxConcurrentStreams(256),
-		grpc.KeepaliveParams(keepalive.ServerParameters{
-			MaxConnectionAge:      cfg.MaxConnectionAge,
-			MaxConnectionAgeGrace: 30 * time.Second,
-		}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			MinTime:             10 * time.Second,
-			PermitWithoutStream: true,
-		}),
-	)
+	return unary, stream
 }
 
 // recovered turns a panic into an Internal error for the caller and puts

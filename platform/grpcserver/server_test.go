@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -89,6 +90,7 @@ type fixture struct {
 	minter   *txntoken.Minter
 	other    *txntoken.Minter // keys the server does not trust
 	logs     *syncBuffer
+	metrics  http.Handler
 	td       spiffeid.TrustDomain
 	serverID spiffeid.ID
 }
@@ -173,7 +175,8 @@ func newFixture(t *testing.T, limiter *ratelimit.Limiter) *fixture {
 	t.Cleanup(srv.Stop)
 	return &fixture{
 		addr: ln.Addr().String(), orders: orders, ca: ca, logs: logs, td: td,
-		minter: newMinter(keys), other: newMinter(otherKeys),
+		metrics: tel.MetricsHandler,
+		minter:  newMinter(keys), other: newMinter(otherKeys),
 		serverID: spiffeid.RequireFromSegments(td, "order"),
 	}
 }

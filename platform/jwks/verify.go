@@ -72,16 +72,25 @@ func NewVerifier(keys KeySource, opts VerifyOptions) (*Verifier, error) {
 // payload is authentic but its claims are unchecked: that is the caller's
 // job.
 func (v *Verifier) Verify(ctx context.Context, raw string) ([]byte, error) {
+	payload, _, err := v.VerifyKey(ctx, raw)
+	return payload, err
+}
+
+// VerifyKey is [Verifier.Verify] that also returns the key that verified
+// the signature, for a caller that remembers tokens and must notice when
+// their key is withdrawn.
+func (v *Verifier) VerifyKey(ctx context.Context, raw string) ([]byte, jose.JSONWebKey, error) {
+	var none jose.JSONWebKey
 	if len(raw) > v.maxSize {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(raw), v.maxSize)
+		return nil, none, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(raw), v.maxSize)
 	}
 	header, ok := splitCompact(raw)
 	if !ok {
-		return nil, fmt.Errorf("%w: not three base64url segments", ErrMalformed)
+		return nil, none, fmt.Errorf("%w: not three base64url segments", ErrMalformed)
 	}
 	alg, kid, err := v.checkHeader(header)
 	if err != nil {
-		return nil, err
+		return nil, none, err
 	}
 
 	key, err := v.keys.Key(ctx, kid)
@@ -89,28 +98,28 @@ func (v *Verifier) Verify(ctx context.Context, raw string) ([]byte, error) {
 		if !errors.Is(err, ErrUnknownKey) {
 			err = fmt.Errorf("%w: %w", ErrUnknownKey, err)
 		}
-		return nil, err
+		return nil, none, err
 	}
 	if key.Algorithm != "" && key.Algorithm != alg {
-		return nil, fmt.Errorf("%w: token uses %s, key %s is for %s",
+		return nil, none, fmt.Errorf("%w: token uses %s, key %s is for %s",
 			ErrAlgorithm, clip(alg), clip(kid), key.Algorithm)
 	}
 	if key.Use != "" && key.Use != Use {
-		return nil, fmt.Errorf("%w: key %s is not a signing key", ErrUnknownKey, clip(kid))
+		return nil, none, fmt.Errorf("%w: key %s is not a signing key", ErrUnknownKey, clip(kid))
 	}
 	if err := fits(key.Key, jose.SignatureAlgorithm(alg)); err != nil {
-		return nil, err
+		return nil, none, err
 	}
 
 	jws, err := jose.ParseSignedCompact(raw, v.allowed[alg])
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+		return nil, none, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	payload, err := jws.Verify(key.Key)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrSignature, err)
+		return nil, none, fmt.Errorf("%w: %w", ErrSignature, err)
 	}
-	return payload, nil
+	return payload, key, nil
 }
 
 // checkHeader decodes the protected header and applies the header rules. It

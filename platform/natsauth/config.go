@@ -17,6 +17,14 @@ import (
 // mapped by its SPIFFE ID to the user of the same name with that user's
 // permissions. A client whose ID names no user is refused. JetStream is
 // always on.
+//
+// TODO: a file cannot ask nats-server for everything [ServerOptions] does
+// in code: the standalone server checks a client's chain against the
+// bundle and maps its URI SAN, but not the rest of the SPIFFE rules (a
+// leaf that is a CA, or that carries two URIs, issued by our own CA would
+// pass), and it offers TLS session tickets, so a session resumed after a
+// CA left the bundle is not checked again until the server reloads. An
+// image running the platform's own embedded server would close both gaps.
 type ConfigFile struct {
 	// Name is the server's name, "rampart". Required.
 	Name string

@@ -247,8 +247,16 @@ func accessVerifier(ctx context.Context, cfg Config, log *slog.Logger) (
 		Issuer:   cfg.Issuer,
 		Audience: cfg.Audience,
 		Keys:     keys,
+		Remember: rememberedTokens,
 	})
 }
+
+// rememberedTokens is how many access tokens the gateway remembers having
+// verified: a client sends the same token on every call for the minutes it
+// lives, and checking its signature once is enough. At under a kilobyte
+// each, they take a few megabytes at most. Revocation is checked on every
+// call all the same.
+const rememberedTokens = 10_000
 
 // replayRevocations returns the list of revoked sessions, filled by a task
 // of w, and makes w ready only once the list is loaded.
