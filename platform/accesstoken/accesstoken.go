@@ -62,6 +62,10 @@ var (
 
 	// ErrExpired: "exp" is missing, not positive, or past, beyond the leeway.
 	ErrExpired = errors.New("accesstoken: token expired")
+	// ErrLifetime: "exp" is further ahead than MaxLifetime, beyond the
+	// leeway. No issuer of the platform issues longer, and a revoked
+	// session is remembered for no longer than its tokens can live.
+	ErrLifetime = errors.New("accesstoken: token lives too long")
 	// ErrNotYetValid: "nbf" or "iat" is in the future, beyond the leeway.
 	ErrNotYetValid = errors.New("accesstoken: token not yet valid")
 	// ErrIssuer: "iss" is missing or not the configured issuer.

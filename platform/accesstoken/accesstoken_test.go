@@ -211,6 +211,8 @@ func TestVerifierRefuses(t *testing.T) {
 		{"null exp", claims(m{"exp": nil}), accesstoken.ErrExpired},
 		{"zero exp", claims(m{"exp": 0}), accesstoken.ErrExpired},
 		{"negative exp", claims(m{"exp": -1}), accesstoken.ErrExpired},
+		{"exp beyond the longest lifetime", claims(m{"exp": now + 3600 + 120}), accesstoken.ErrLifetime},
+		{"exp ten days ahead", claims(m{"exp": now + 10*24*3600}), accesstoken.ErrLifetime},
 		{"past exp", claims(m{"exp": now - 120, "iat": now - 400, "nbf": now - 400}),
 			accesstoken.ErrExpired},
 		{"string exp", claims(m{"exp": "9999999999"}), accesstoken.ErrMalformed},

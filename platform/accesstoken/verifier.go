@@ -56,7 +56,8 @@ type VerifierConfig struct {
 // "typ" "at+jwt" or "application/at+jwt" in any case ([ErrType]); a numeric,
 // positive "exp" no further in the past than the leeway ([ErrExpired]);
 // "nbf" and "iat", if present, no further in the future than the leeway
-// ([ErrNotYetValid]); exactly the configured "iss" ([ErrIssuer]); the
+// ([ErrNotYetValid]); an "exp" no further ahead than [MaxLifetime] and the
+// leeway ([ErrLifetime]); exactly the configured "iss" ([ErrIssuer]); the
 // configured audience among its "aud" values ([ErrAudience]); and a "sub"
 // ([ErrSubject]). Claims of the wrong JSON type, and duplicate claims, are
 // refused ([ErrMalformed]).
@@ -189,6 +190,9 @@ func (v *Verifier) checkClaims(wire *wireClaims) (*Claims, error) {
 	}
 	if err := wire.ValidateWithLeeway(expected, v.leeway); err != nil {
 		return nil, validationError(err)
+	}
+	if exp := wire.Expiry.Time(); exp.After(expected.Time.Add(MaxLifetime + v.leeway)) {
+		return nil, fmt.Errorf("%w: exp %s", ErrLifetime, exp.UTC().Format(time.RFC3339))
 	}
 	if wire.Subject == "" {
 		return nil, ErrSubject

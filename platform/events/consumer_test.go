@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"example.com/rampart/platform/events"
+	"example.com/rampart/platform/jwks"
 	"example.com/rampart/platform/outbox"
 	"example.com/rampart/platform/policy"
 	"example.com/rampart/platform/sqlitedb"
@@ -348,18 +350,7 @@ func TestHandlerFailures(t *testing.T) {
 					t.Errorf("handled %v, want %v", m, sent)
 				}
 			}
-			var outcomes, reasons []string
-			for _, l := range h.logs.lines(t, "event") {
-				outcomes = append(outcomes, fmt.Sprint(l["outcome"]))
-				reason, _ := l["reason"].(string)
-				reasons = append(reasons, reason)
-			}
-			if diff := cmp.Diff(tt.wantOutcomes, outcomes); diff != "" {
-				t.Errorf("outcomes (-want +got):\n%s", diff)
-			}
-			if diff := cmp.Diff(tt.wantReasons, reasons); diff != "" {
-				t.Errorf("reasons (-want +got):\n%s", diff)
-			}
+			checkOutcomes(t, h, tt.wantOutcomes, tt.wantReasons)
 		})
 	}
 }
@@ -535,3 +526,86 @@ func TestRunRefuses(t *testing.T) {
 
 // fakeJetStream fails the test's expectations loudly: any call panics.
 type fakeJetStream struct{ jetstream.JetStream }
+
+// unavailableVerifier cannot fetch the gateway's keys for its first
+// `failures` calls, then verifies as fakeVerifier does.
+type unavailableVerifier struct {
+	failures int
+	calls    atomic.Int64
+}
+
+func (v *unavailableVerifier) VerifyAt(ctx context.Context, raw string, at time.Time) (*txntoken.Token, error) {
+	if int(v.calls.Add(1)) <= v.failures {
+		return nil, fmt.Errorf("%w: kid k1: %w: connection refused", jwks.ErrUnknownKey, jwks.ErrUnavailable)
+	}
+	return fakeVerifier{}.VerifyAt(ctx, raw, at)
+}
+
+// TestKeysNotYetFetched: an event whose token cannot be checked because
+// the gateway's keys cannot be fetched is delivered again later, not
+// rejected, and handled once the keys arrive; while they never arrive,
+// it is given up only after the last delivery allowed.
+func TestKeysNotYetFetched(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name         string
+		failures     int
+		wantCalls    int
+		wantOutcomes []string
+		wantReasons  []string
+	}{
+		{"keys arrive", 1, 1, []string{"retry", "ok"}, []string{"keys_unavailable", ""}},
+		{"keys never arrive", 100, 0, []string{"retry", "retry", "failed"},
+			[]string{"keys_unavailable", "keys_unavailable", "max_deliver"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t)
+			cfg := h.config()
+			cfg.Tokens = &unavailableVerifier{failures: tt.failures}
+			c, err := events.NewConsumer(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got calls[*orderv1.OrderCreated]
+			err = events.Handle(c, func(ctx context.Context, e *orderv1.OrderCreated) error {
+				got.record(ctx, e)
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			run(t, c)
+
+			h.publish(t, "orders.created", headers(), marshal(t, orderCreated()))
+			eventually(t, "the last delivery was logged", func() bool {
+				return len(h.logs.lines(t, "event")) >= len(tt.wantOutcomes)
+			})
+			time.Sleep(300 * time.Millisecond) // room for a delivery too many
+
+			if n := got.count(); n != tt.wantCalls {
+				t.Errorf("handler ran %d times, want %d", n, tt.wantCalls)
+			}
+			checkOutcomes(t, h, tt.wantOutcomes, tt.wantReasons)
+		})
+	}
+}
+
+// checkOutcomes compares the outcome and reason of every event log line,
+// in order, with those wanted.
+func checkOutcomes(t *testing.T, h *harness, wantOutcomes, wantReasons []string) {
+	t.Helper()
+	var outcomes, reasons []string
+	for _, l := range h.logs.lines(t, "event") {
+		outcomes = append(outcomes, fmt.Sprint(l["outcome"]))
+		reason, _ := l["reason"].(string)
+		reasons = append(reasons, reason)
+	}
+	if diff := cmp.Diff(wantOutcomes, outcomes); diff != "" {
+		t.Errorf("outcomes (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(wantReasons, reasons); diff != "" {
+		t.Errorf("reasons (-want +got):\n%s", diff)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
+	"example.com/rampart/platform/jwks"
 	"example.com/rampart/platform/txntoken"
 )
 
@@ -35,6 +36,8 @@ const (
 	reasonPermanent  = "permanent"
 	reasonMaxDeliver = "max_deliver"
 	reasonPanic      = "panic"
+	// reasonKeysUnavailable: the token could not be checked yet.
+	reasonKeysUnavailable = "keys_unavailable"
 )
 
 // result is what became of one message.
@@ -130,6 +133,16 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg) (res result) 
 		return rejected(reasonToken, err)
 	}
 	tok, err := c.cfg.Tokens.VerifyAt(ctx, raw, enqueued)
+	if errors.Is(err, jwks.ErrUnavailable) {
+		// The gateway's keys cannot be fetched now, so nobody knows
+		// whether the token is good: deliver it again later rather than
+		// lose an event that may well be.
+		res := c.failure(msg, fmt.Errorf("verifying transaction token: %w", err))
+		if res.reason == "" {
+			res.reason = reasonKeysUnavailable
+		}
+		return res
+	}
 	if err != nil {
 		return rejected(reasonToken, fmt.Errorf("verifying transaction token: %w", err))
 	}

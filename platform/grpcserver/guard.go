@@ -3,6 +3,7 @@ package grpcserver
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
@@ -51,11 +52,36 @@ func Audit(ctx context.Context, event, reason string) {
 	logging.AddFields(ctx, logging.Fields{"audit", event, "reason", reason})
 }
 
+// DenialDomain is the domain of the google.rpc.ErrorInfo that marks the
+// platform's own refusals of a call: of the caller's identity, token or
+// rights, before any handler ran. It lets a gateway tell a refusal of the
+// credentials it sent, which is its own failure, from a handler's answer
+// about the end user's, such as a failed login.
+const DenialDomain = "rampart.platform"
+
+// IsDenial reports whether st is a refusal by the platform's checks
+// rather than a handler's answer.
+func IsDenial(st *status.Status) bool {
+	for _, detail := range st.Details() {
+		if info, ok := detail.(*errdetails.ErrorInfo); ok && info.GetDomain() == DenialDomain {
+			return true
+		}
+	}
+	return false
+}
+
 // deny records why a call was refused on its log line, as an audit event,
-// and returns an error that tells the caller only the category.
+// and returns an error that tells the caller only the category, marked as
+// the platform's (see [DenialDomain]).
 func deny(ctx context.Context, code codes.Code, reason error) error {
 	Audit(ctx, "denied", reason.Error())
-	return status.Error(code, denialMessages[code])
+	st := status.New(code, denialMessages[code])
+	if marked, err := st.WithDetails(&errdetails.ErrorInfo{
+		Domain: DenialDomain, Reason: strings.ToUpper(code.String()),
+	}); err == nil {
+		st = marked
+	}
+	return st.Err()
 }
 
 var denialMessages = map[codes.Code]string{

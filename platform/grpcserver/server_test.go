@@ -263,11 +263,16 @@ func TestChecksBeforeTheHandler(t *testing.T) {
 			if want := int64(0); tt.wantCode != codes.OK && ran != want {
 				t.Errorf("the handler ran %d times for a refused call", ran)
 			}
-			if tt.wantCode == codes.PermissionDenied || tt.wantCode == codes.Unauthenticated {
+			refused := tt.wantCode == codes.PermissionDenied || tt.wantCode == codes.Unauthenticated
+			if refused {
 				msg := status.Convert(err).Message()
 				if strings.Contains(msg, "policy") || strings.Contains(msg, "txntoken") {
 					t.Errorf("the refusal tells the caller why: %q", msg)
 				}
+			}
+			// A gateway tells the platform's refusals from a handler's answers.
+			if got := grpcserver.IsDenial(status.Convert(err)); got != refused {
+				t.Errorf("IsDenial = %v, want %v", got, refused)
 			}
 		})
 	}

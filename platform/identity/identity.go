@@ -38,6 +38,10 @@ var (
 	// ErrNoBundle means a source holds no trust bundle for the trust domain
 	// asked for.
 	ErrNoBundle = errors.New("identity: no trust bundle for trust domain")
+	// ErrKeyUsage means the peer's certificate limits its extended key
+	// usage to purposes that exclude the role it plays: a certificate
+	// issued only to serve, presented by a client, or the reverse.
+	ErrKeyUsage = errors.New("identity: certificate not issued for this role")
 	// ErrNoSVID means a source holds no SVID.
 	ErrNoSVID = errors.New("identity: no SVID")
 )

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"slices"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -27,7 +28,8 @@ import (
 // standard library would prefer over our SVID for clients that send no
 // server name.
 func ServerTLSConfig(src Source) *tls.Config {
-	cfg := tlsconfig.MTLSServerConfig(src, src, authorizeOwnTrustDomain(src))
+	cfg := tlsconfig.MTLSServerConfig(src, src,
+		requireUsage(x509.ExtKeyUsageClientAuth, authorizeOwnTrustDomain(src)))
 	cfg.MinVersion = tls.VersionTLS13
 	cfg.SessionTicketsDisabled = true
 	return cfg
@@ -42,9 +44,29 @@ func ServerTLSConfig(src Source) *tls.Config {
 // every handshake. The result serves gRPC, net/http clients and nats.go
 // (nats.Secure).
 func ClientTLSConfig(src Source, server spiffeid.ID) *tls.Config {
-	cfg := tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(server))
+	cfg := tlsconfig.MTLSClientConfig(src, src,
+		requireUsage(x509.ExtKeyUsageServerAuth, tlsconfig.AuthorizeID(server)))
 	cfg.MinVersion = tls.VersionTLS13
 	return cfg
+}
+
+// requireUsage refuses a peer whose leaf lists extended key usages that do
+// not include usage, the role the peer plays, then asks next. A leaf
+// without the extension may play either role, as the standard library's
+// verification has it; go-spiffe's does not look at the extension.
+func requireUsage(usage x509.ExtKeyUsage, next tlsconfig.Authorizer) tlsconfig.Authorizer {
+	return func(id spiffeid.ID, chains [][]*x509.Certificate) error {
+		if len(chains) == 0 || len(chains[0]) == 0 {
+			return fmt.Errorf("%w: no verified chain", ErrNotSPIFFE)
+		}
+		leaf := chains[0][0]
+		restricted := len(leaf.ExtKeyUsage) > 0 || len(leaf.UnknownExtKeyUsage) > 0
+		if restricted && !slices.Contains(leaf.ExtKeyUsage, usage) &&
+			!slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageAny) {
+			return fmt.Errorf("%w: %s", ErrKeyUsage, id)
+		}
+		return next(id, chains)
+	}
 }
 
 // authorizeOwnTrustDomain accepts a verified peer whose SPIFFE ID has a

@@ -122,6 +122,8 @@ func TestServerTLSConfigRefusesClients(t *testing.T) {
 	caLeaf.KeyUsage |= x509.KeyUsageCertSign
 	certSignLeaf := leafTemplate(clientID.String())
 	certSignLeaf.KeyUsage |= x509.KeyUsageCertSign
+	serverOnly := leafTemplate(clientID.String())
+	serverOnly.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 
 	tests := []struct {
 		name string
@@ -202,6 +204,12 @@ func TestServerTLSConfigRefusesClients(t *testing.T) {
 			name:       "leaf that may sign certificates",
 			cert:       tlsCert(t, issueTemplate(t, ca, certSignLeaf)),
 			wantVerify: true,
+		},
+		{
+			name:       "leaf issued only to serve",
+			cert:       tlsCert(t, issueTemplate(t, ca, serverOnly)),
+			wantVerify: true,
+			wantErr:    identity.ErrKeyUsage,
 		},
 		{
 			// The root itself, with its key: it chains to the bundle, being

@@ -67,6 +67,10 @@ var (
 	ErrSignature     = errors.New("jwks: invalid signature")
 	ErrWeakKey       = errors.New("jwks: weak key")
 	ErrInvalidKeySet = errors.New("jwks: invalid key set")
+	// ErrUnavailable comes with ErrUnknownKey when the key set could not
+	// be fetched, so that nobody knows whether the key exists: the token
+	// may be good, and is worth checking again later.
+	ErrUnavailable = errors.New("jwks: key set unavailable")
 )
 
 const (

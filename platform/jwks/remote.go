@@ -208,8 +208,8 @@ func (r *Remote) Loaded() bool { return r.keys.Load() != nil }
 // Key returns the key named kid. A kid missing from the cached set makes
 // the Remote refetch, unless it fetched less than MinRefreshInterval ago;
 // concurrent callers share that one fetch. Every failure wraps
-// [ErrUnknownKey], and wraps the last fetch error too when no set has been
-// fetched yet.
+// [ErrUnknownKey]; when the set could not be fetched, or none has been yet,
+// it wraps [ErrUnavailable] and the fetch error too.
 func (r *Remote) Key(ctx context.Context, kid string) (jose.JSONWebKey, error) {
 	if k, ok := r.lookup(kid); ok {
 		return k, nil
@@ -242,19 +242,20 @@ func (r *Remote) lookup(kid string) (jose.JSONWebKey, bool) {
 	return k, ok
 }
 
-// unknown builds the error for a kid not found, with the reason there is no
-// set at all when that is the case.
+// unknown builds the error for a kid not found. When the last fetch failed,
+// or there is no set yet, it wraps [ErrUnavailable] and the reason.
 func (r *Remote) unknown(kid string, cause error) error {
-	if cause == nil && r.keys.Load() == nil {
+	if cause == nil {
+		// The last fetch failed: the key may exist all the same.
 		r.mu.Lock()
 		cause = r.lastErr
 		r.mu.Unlock()
-		if cause == nil {
-			cause = errors.New("no key set fetched yet")
-		}
+	}
+	if cause == nil && r.keys.Load() == nil {
+		cause = errors.New("no key set fetched yet")
 	}
 	if cause != nil {
-		return fmt.Errorf("%w: kid %s: %w", ErrUnknownKey, clip(kid), cause)
+		return fmt.Errorf("%w: kid %s: %w: %w", ErrUnknownKey, clip(kid), ErrUnavailable, cause)
 	}
 	return fmt.Errorf("%w: kid %s", ErrUnknownKey, clip(kid))
 }

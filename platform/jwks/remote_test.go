@@ -530,3 +530,42 @@ func FuzzParseRemoteSet(f *testing.F) {
 		}
 	})
 }
+
+// TestRemoteSaysWhenItCannotKnow: a kid is reported unavailable, rather
+// than simply unknown, while the set cannot be fetched, whether none was
+// ever fetched or a refetch failed, so that a caller can check a token
+// again later instead of refusing it for good. A kid missing from a set
+// that was fetched is plainly unknown.
+func TestRemoteSaysWhenItCannotKnow(t *testing.T) {
+	t.Parallel()
+	key := newKey(t, jose.ES256)
+	srv := newJWKSServer(t, nil)
+	srv.serve(http.StatusServiceUnavailable, nil)
+	r, clock := newTestRemote(t, srv, RemoteOptions{})
+
+	check := func(when, kid string, wantUnavailable bool) {
+		t.Helper()
+		_, err := r.Key(t.Context(), kid)
+		if !errors.Is(err, ErrUnknownKey) || errors.Is(err, ErrUnavailable) != wantUnavailable {
+			t.Errorf("%s: Key(%q) error = %v, want ErrUnknownKey, unavailable %v",
+				when, kid, err, wantUnavailable)
+		}
+	}
+	check("before any set", key.KeyID, true)
+	check("before any set, within the interval", key.KeyID, true)
+
+	srv.serve(http.StatusOK, publicDoc(t, key))
+	clock.Advance(DefaultMinRefreshInterval)
+	if _, err := r.Key(t.Context(), key.KeyID); err != nil {
+		t.Fatalf("Key() once the server answers: %v", err)
+	}
+	check("after a good fetch", "next-key", false)
+
+	srv.serve(http.StatusBadGateway, nil)
+	clock.Advance(DefaultMinRefreshInterval)
+	check("when a refetch fails", "next-key", true)
+	check("when a refetch failed, within the interval", "next-key", true)
+	if _, err := r.Key(t.Context(), key.KeyID); err != nil {
+		t.Errorf("Key() of a cached key while the server is down: %v", err)
+	}
+}

@@ -104,6 +104,31 @@ func (w *Workload) Consumer() (*events.Consumer, error) {
 	if err != nil {
 		return nil, err
 	}
-	w.Go("event consumer", c.Run)
+	w.Go("event consumer", func(ctx context.Context) error {
+		if !w.waitTxnKeys(ctx) {
+			return nil
+		}
+		return c.Run(ctx)
+	})
 	return c, nil
+}
+
+// waitTxnKeys waits until the gateway's keys have arrived, so that the
+// events waiting in JetStream are not delivered before their tokens can be
+// checked, and reports whether they did before ctx ended. A consumer that
+// started sooner would only have to deliver them again later.
+func (w *Workload) waitTxnKeys(ctx context.Context) bool {
+	if w.txnKeysLoaded == nil {
+		return true
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for !w.txnKeysLoaded() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
+	return true
 }

@@ -78,8 +78,11 @@ type Workload struct {
 
 	tasks     []task
 	readiness []task
-	serving   atomic.Bool
-	closers   []func(context.Context) error
+	// txnKeysLoaded reports whether the gateway's keys have arrived; nil
+	// when they were given in Config.
+	txnKeysLoaded func() bool
+	serving       atomic.Bool
+	closers       []func(context.Context) error
 }
 
 type task struct {
@@ -214,6 +217,7 @@ func (w *Workload) startTxnVerifier(ctx context.Context, td spiffeid.TrustDomain
 			return nil
 		})
 		keys = remote
+		w.txnKeysLoaded = remote.Loaded
 	}
 	w.TxnTokens, err = txntoken.NewVerifier(txntoken.VerifierConfig{
 		Keys:        keys,

@@ -82,7 +82,7 @@ func (r *route) serve(ctx context.Context, _ connect.Spec, stream connect.Server
 
 	req := r.request.New().Interface()
 	if err := stream.Receive(req); err != nil {
-		return err
+		return receiveError(err)
 	}
 	ctx, err := r.mint(ctx, req)
 	if err != nil {
@@ -92,6 +92,22 @@ func (r *route) serve(ctx context.Context, _ connect.Spec, stream connect.Server
 		return r.forwardStream(ctx, req, stream)
 	}
 	return r.forwardUnary(ctx, req, stream)
+}
+
+// receiveError answers a request body that could not be read. Its size
+// and shape are the caller's doing and never worth a retry, so both become
+// InvalidArgument: Connect reports an oversized body as ResourceExhausted,
+// which clients would take for the rate limit (HTTP 429), and a truncated
+// envelope as Internal, which would blame the gateway.
+func receiveError(err error) error {
+	switch connect.CodeOf(err) {
+	case connect.CodeResourceExhausted:
+		return connect.NewError(connect.CodeInvalidArgument, "request too large").WithCause(err)
+	case connect.CodeInternal, connect.CodeUnknown:
+		return connect.NewError(connect.CodeInvalidArgument, "malformed request").WithCause(err)
+	default:
+		return err
+	}
 }
 
 // mint exchanges the caller's verified identity for a transaction token
@@ -168,9 +184,16 @@ var forwardedDetails = map[string]bool{
 func upstreamError(ctx context.Context, err error, header metadata.MD) error {
 	st := status.Convert(err)
 	switch st.Code() {
-	case codes.Unknown, codes.Internal, codes.DataLoss, codes.Unauthenticated, codes.Unimplemented:
-		// A refused transaction token or an unknown method upstream is the
-		// platform's fault, not the caller's.
+	case codes.Unauthenticated:
+		if grpcserver.IsDenial(st) {
+			// The workload refused the gateway's own transaction token:
+			// the platform's fault, not the caller's.
+			return connect.NewError(connect.CodeInternal, msgInternal).WithCause(err)
+		}
+		// Otherwise a handler judged the end user's credentials, as Login
+		// does a password: the answer is the caller's, and passes through.
+	case codes.Unknown, codes.Internal, codes.DataLoss, codes.Unimplemented:
+		// An unknown method upstream is the platform's fault too.
 		return connect.NewError(connect.CodeInternal, msgInternal).WithCause(err)
 	case codes.Unavailable:
 		return connect.NewError(connect.CodeUnavailable, msgUnavailable).WithCause(err)

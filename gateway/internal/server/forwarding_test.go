@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"example.com/rampart/gateway/internal/revocation"
+	"example.com/rampart/platform/grpcserver"
 	"example.com/rampart/platform/txntoken"
 )
 
@@ -335,8 +336,8 @@ func TestUpstreamErrorsAreMasked(t *testing.T) { //nolint:tparallel // cases sha
 		{"internal", codes.Internal, leak, 500, `{"code":"internal","message":"internal error"}`, nil},
 		{"unknown", codes.Unknown, leak, 500, `{"code":"internal","message":"internal error"}`, nil},
 		{"data loss", codes.DataLoss, leak, 500, `{"code":"internal","message":"internal error"}`, nil},
-		{"token refused upstream", codes.Unauthenticated, leak, 500,
-			`{"code":"internal","message":"internal error"}`, nil},
+		{"handler refuses the user's credentials", codes.Unauthenticated, "invalid email or password",
+			401, "", []string{"google.rpc.BadRequest"}},
 		{"method unknown upstream", codes.Unimplemented, leak, 500,
 			`{"code":"internal","message":"internal error"}`, nil},
 		{"unavailable", codes.Unavailable, leak, 503,
@@ -369,6 +370,23 @@ func TestUpstreamErrorsAreMasked(t *testing.T) { //nolint:tparallel // cases sha
 			checkUpstreamMessage(t, a, tt.message, tt.wantBody == "", tt.wantDetails)
 		})
 	}
+	// The platform's own refusal of the gateway's transaction token is the
+	// gateway's failure, masked, whatever its message.
+	f.up.setReply(func(string, proto.Message) (proto.Message, error) {
+		st, err := status.New(codes.Unauthenticated, leak).WithDetails(&errdetails.ErrorInfo{
+			Domain: grpcserver.DenialDomain, Reason: "UNAUTHENTICATED",
+		})
+		if err != nil {
+			return nil, err
+		}
+		return nil, st.Err()
+	})
+	if a := f.call(t, "order.v1.OrderService/GetOrder", access,
+		`{"orderId":"`+uuid.NewString()+`"}`, nil); a.Status != 500 ||
+		a.Body != `{"code":"internal","message":"internal error"}` {
+		t.Errorf("token refused upstream: %d %s, want 500 and a bare internal error", a.Status, a.Body)
+	}
+
 	// The cause of a masked error is for the log only.
 	f.up.setReply(func(string, proto.Message) (proto.Message, error) {
 		return nil, status.Error(codes.Internal, leak)

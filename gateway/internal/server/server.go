@@ -366,9 +366,19 @@ func internalHandler(keys *jwks.KeySet) http.Handler {
 	return mux
 }
 
-// serveUntil serves srv on ln until ctx ends, then shuts it down, letting
-// calls in flight finish for a few seconds.
+// streamGrace is how long calls in flight at shutdown run on before their
+// context ends: enough for a unary call to finish, while a stream, such as
+// a WatchOrder that would run for minutes, then ends with a status instead
+// of being cut when the shutdown gives up.
+const streamGrace = time.Second
+
+// serveUntil serves srv on ln until ctx ends, then shuts it down: calls in
+// flight get streamGrace to finish, then their context ends, and the
+// shutdown waits a few seconds more for them to answer.
 func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, tls bool) error {
+	base, endCalls := context.WithCancel(context.WithoutCancel(ctx))
+	defer endCalls()
+	srv.BaseContext = func(net.Listener) context.Context { return base }
 	errc := make(chan error, 1)
 	go func() {
 		if tls {
@@ -382,7 +392,9 @@ func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, tls bool
 		return err
 	case <-ctx.Done():
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	grace := time.AfterFunc(streamGrace, endCalls)
+	defer grace.Stop()
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), streamGrace+5*time.Second)
 	defer cancel()
 	err := srv.Shutdown(shutdownCtx)
 	if serveErr := <-errc; !errors.Is(serveErr, http.ErrServerClosed) {
