@@ -88,7 +88,7 @@ func startStack(dir string, logs io.Writer) (*processStack, error) {
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(ctx)
+	ports, err := devstack.FreePorts(ctx, "127.0.0.1")
 	if err != nil {
 		return nil, err
 	}
@@ -146,28 +146,6 @@ func binaries(ctx context.Context, dir string) (string, error) {
 		return "", fmt.Errorf("building the workloads: %w\n%s", err, out)
 	}
 	return bin, nil
-}
-
-// freePorts picks the stack's ports among those free on 127.0.0.1 now.
-func freePorts(ctx context.Context) (devstack.Ports, error) {
-	var p devstack.Ports
-	targets := []*int{&p.Gateway, &p.GatewayInternal, &p.User, &p.Order, &p.Payment, &p.NATS,
-		&p.UserAdmin, &p.OrderAdmin, &p.PaymentAdmin, &p.GatewayAdmin}
-	var listeners []net.Listener
-	defer func() {
-		for _, ln := range listeners {
-			ln.Close()
-		}
-	}()
-	for _, target := range targets {
-		ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
-		if err != nil {
-			return p, err
-		}
-		listeners = append(listeners, ln)
-		*target = ln.Addr().(*net.TCPAddr).Port
-	}
-	return p, nil
 }
 
 // dumpLogs prints the workloads' log lines, for a failed run.

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -234,4 +235,33 @@ func waitReady(ctx context.Context, url string, exited <-chan struct{}) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// FreePorts picks every port of a stack among those free on host now, for
+// a stack that must not collide with another on the same machine, as
+// tests and benchmarks run. A port may be taken between this call and the
+// stack's start; the start then fails rather than share it.
+func FreePorts(ctx context.Context, host string) (Ports, error) {
+	var p Ports
+	targets := []*int{&p.Gateway, &p.GatewayInternal, &p.User, &p.Order, &p.Payment, &p.NATS,
+		&p.UserAdmin, &p.OrderAdmin, &p.PaymentAdmin, &p.GatewayAdmin}
+	var listeners []net.Listener
+	defer func() {
+		for _, ln := range listeners {
+			_ = ln.Close() // only held so that no two targets get one port
+		}
+	}()
+	for _, target := range targets {
+		ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return Ports{}, fmt.Errorf("finding a free port: %w", err)
+		}
+		listeners = append(listeners, ln)
+		addr, ok := ln.Addr().(*net.TCPAddr)
+		if !ok {
+			return Ports{}, fmt.Errorf("listener address %v is not TCP", ln.Addr())
+		}
+		*target = addr.Port
+	}
+	return p, nil
 }

@@ -37,19 +37,7 @@ func TestEndToEnd(t *testing.T) {
 	h := newHarness(t)
 
 	// The payment side.
-	var got calls[*orderv1.OrderCreated]
-	c, err := events.NewConsumer(h.config())
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = events.Handle(c, func(ctx context.Context, e *orderv1.OrderCreated) error {
-		got.record(ctx, e)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, c)
+	got := runRecording(t, h.config(), nil)
 
 	// The order side.
 	db, err := sqlitedb.Open(t.Context(), filepath.Join(t.TempDir(), "order.db"), outbox.Migrations)
@@ -321,19 +309,7 @@ func TestHandlerFailures(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t)
-			var got calls[*orderv1.OrderCreated]
-			c, err := events.NewConsumer(h.config())
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = events.Handle(c, func(ctx context.Context, e *orderv1.OrderCreated) error {
-				got.record(ctx, e)
-				return tt.fail(got.count())
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			run(t, c)
+			got := runRecording(t, h.config(), tt.fail)
 
 			sent := orderCreated()
 			h.publish(t, "orders.created", headers(), marshal(t, sent))
@@ -360,19 +336,7 @@ func TestHandlerFailures(t *testing.T) {
 func TestSameEventTwice(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	var got calls[*orderv1.OrderCreated]
-	c, err := events.NewConsumer(h.config())
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = events.Handle(c, func(ctx context.Context, e *orderv1.OrderCreated) error {
-		got.record(ctx, e)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, c)
+	got := runRecording(t, h.config(), nil)
 
 	sent := orderCreated()
 	for range 2 {
@@ -564,19 +528,7 @@ func TestKeysNotYetFetched(t *testing.T) {
 			h := newHarness(t)
 			cfg := h.config()
 			cfg.Tokens = &unavailableVerifier{failures: tt.failures}
-			c, err := events.NewConsumer(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got calls[*orderv1.OrderCreated]
-			err = events.Handle(c, func(ctx context.Context, e *orderv1.OrderCreated) error {
-				got.record(ctx, e)
-				return nil
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			run(t, c)
+			got := runRecording(t, cfg, nil)
 
 			h.publish(t, "orders.created", headers(), marshal(t, orderCreated()))
 			eventually(t, "the last delivery was logged", func() bool {

@@ -221,3 +221,27 @@ func (c *calls[M]) count() int {
 	defer c.mu.Unlock()
 	return len(c.msgs)
 }
+
+// runRecording runs, until the test ends, a consumer of cfg whose
+// OrderCreated handler records each event and returns what fail says of
+// its call, counted from 1; nil fail never fails.
+func runRecording(t testing.TB, cfg events.ConsumerConfig, fail func(call int) error) *calls[*orderv1.OrderCreated] {
+	t.Helper()
+	c, err := events.NewConsumer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := &calls[*orderv1.OrderCreated]{}
+	err = events.Handle(c, func(ctx context.Context, e *orderv1.OrderCreated) error {
+		got.record(ctx, e)
+		if fail == nil {
+			return nil
+		}
+		return fail(got.count())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, c)
+	return got
+}

@@ -55,7 +55,7 @@ func Start(ctx context.Context, binDir, dir, logPath string) (*Stack, error) {
 			return nil, fmt.Errorf("the %s binary: %w (run make build)", name, err)
 		}
 	}
-	ports, err := freePorts(ctx)
+	ports, err := devstack.FreePorts(ctx, "127.0.0.1")
 	if err != nil {
 		return nil, err
 	}
@@ -88,30 +88,4 @@ func (s *Stack) Stop(ctx context.Context) error {
 // Addr is the address of a port of the stack.
 func (s *Stack) Addr(port int) string {
 	return net.JoinHostPort(s.Config().Host, strconv.Itoa(port))
-}
-
-// freePorts picks the stack's ports among those free on 127.0.0.1 now.
-func freePorts(ctx context.Context) (devstack.Ports, error) {
-	var p devstack.Ports
-	targets := []*int{&p.Gateway, &p.GatewayInternal, &p.User, &p.Order, &p.Payment, &p.NATS,
-		&p.UserAdmin, &p.OrderAdmin, &p.PaymentAdmin, &p.GatewayAdmin}
-	var listeners []net.Listener
-	defer func() {
-		for _, ln := range listeners {
-			_ = ln.Close() // only held to reserve the port
-		}
-	}()
-	for _, target := range targets {
-		ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
-		if err != nil {
-			return p, err
-		}
-		listeners = append(listeners, ln)
-		addr, ok := ln.Addr().(*net.TCPAddr)
-		if !ok {
-			return p, fmt.Errorf("listener address %v is not TCP", ln.Addr())
-		}
-		*target = addr.Port
-	}
-	return p, nil
 }
