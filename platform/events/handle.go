@@ -284,6 +284,12 @@ func (c *Consumer) logResult(
 // since NATS lets only it publish on the subject. It may not lie beyond
 // what JetStream itself saw: a time after the message was stored, or
 // older than the stream keeps anything, is refused.
+//
+// TODO: within that bound a publisher may backdate its header, so a
+// workload that captured a transaction token can publish events under it
+// for as long as the stream keeps messages (MaxAge, days) rather than the
+// token's minute. Binding the time to the outbox row, or a shorter MaxAge
+// for the check than for retention, would narrow it.
 func enqueuedAt(msg jetstream.Msg) (time.Time, error) {
 	enqueued, err := time.Parse(time.RFC3339Nano, msg.Headers().Get(EnqueuedHeader))
 	if err != nil {

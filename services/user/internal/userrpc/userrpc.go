@@ -122,6 +122,13 @@ var (
 
 // SignUp creates an account with a normalized email address and returns
 // it. A taken address is AlreadyExists.
+//
+// TODO: that answer tells anyone whether an address is registered, a few
+// tries a second per client address under the gateway's limit, while Login
+// answers alike for both. A sign-up confirmed by email would answer the
+// same either way; so would a password check against known breached
+// passwords, which the length rule alone does not make (twelve spaces
+// pass).
 func (s *Server) SignUp(ctx context.Context, req *userv1.SignUpRequest) (*userv1.SignUpResponse, error) {
 	email := userstore.NormalizeEmail(req.GetEmail())
 	if err := checkSignUp(email, req.GetPassword(), req.GetDisplayName()); err != nil {
