@@ -84,9 +84,10 @@ test: build
 
 ## bench: what the platform's defaults cost per request, side by side with
 ## a bare path, as one table; raw figures for benchstat in .build/bench/.
+## BENCH_FLAGS passes flags on (go run ./bench -h lists them).
 .PHONY: bench
 bench: build
-	go run ./bench -bin $(CURDIR)/bin -out $(CURDIR)/.build/bench
+	go run ./bench -bin $(CURDIR)/bin -out $(CURDIR)/.build/bench $(BENCH_FLAGS)
 
 ## images: one image per workload and one for NATS, FROM scratch around
 ## static binaries compiled here, so that no registry is reached; each

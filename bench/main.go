@@ -50,8 +50,8 @@ func main() {
 	var opts options
 	flag.StringVar(&opts.out, "out", ".build/bench", "directory for raw.txt, table.md and logs")
 	flag.StringVar(&opts.bin, "bin", "bin", "directory of the workloads' binaries")
-	flag.IntVar(&opts.count, "count", 3, "runs of each Go benchmark")
-	flag.StringVar(&opts.benchtime, "benchtime", "1s", "time of each Go benchmark run")
+	flag.IntVar(&opts.count, "count", 6, "runs of each Go benchmark")
+	flag.StringVar(&opts.benchtime, "benchtime", "500ms", "time of each Go benchmark run")
 	flag.IntVar(&opts.orders, "orders", 300, "orders placed to time the event path")
 	flag.Parse()
 

@@ -223,7 +223,7 @@ func checkAudited(t *testing.T, lines []map[string]any, reason string) {
 	if len(lines) != 1 {
 		t.Fatalf("%d log lines, want 1 (no redelivery): %v", len(lines), lines)
 	}
-	want := map[string]any{"level": "WARN", "outcome": "rejected", "audit": true, "reason": reason}
+	want := map[string]any{"level": "WARN", "outcome": "rejected", "audit": "rejected", "reason": reason}
 	for k, v := range want {
 		if lines[0][k] != v {
 			t.Errorf("log %s = %v, want %v", k, lines[0][k], v)

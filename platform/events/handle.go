@@ -237,12 +237,10 @@ func (c *Consumer) settle(msg jetstream.Msg, res result) error {
 func (c *Consumer) logResult(
 	ctx context.Context, msg jetstream.Msg, res result, settleErr error, took time.Duration,
 ) {
-	sc := trace.SpanContextFromContext(ctx)
+	// The platform's logger adds trace_id and span_id from ctx.
 	attrs := []slog.Attr{
 		slog.String("subject", msg.Subject()),
 		slog.String("event", msg.Headers().Get(EventHeader)),
-		slog.String("trace_id", sc.TraceID().String()),
-		slog.String("span_id", sc.SpanID().String()),
 		slog.String("outcome", res.outcome),
 		slog.Int64("duration_ms", took.Milliseconds()),
 	}
@@ -253,7 +251,7 @@ func (c *Consumer) logResult(
 	switch res.outcome {
 	case outcomeRejected:
 		level = slog.LevelWarn
-		attrs = append(attrs, slog.Bool("audit", true))
+		attrs = append(attrs, slog.String("audit", "rejected"))
 	case outcomeRetry:
 		level = slog.LevelWarn
 		attrs = append(attrs, slog.Int64("retry_in_ms", res.delay.Milliseconds()))

@@ -23,6 +23,7 @@ import (
 	"example.com/rampart/platform/events"
 	"example.com/rampart/platform/events/eventstest"
 	"example.com/rampart/platform/policy"
+	"example.com/rampart/platform/telemetry"
 	"example.com/rampart/platform/txntoken"
 	orderv1 "example.com/rampart/proto/order/v1"
 	moneyv1 "example.com/rampart/proto/rampart/money/v1"
@@ -85,10 +86,37 @@ func (b *logBuffer) lines(t testing.TB, msg string) []map[string]any {
 			t.Fatalf("log line %q: %v", line, err)
 		}
 		if m["msg"] == msg {
+			checkUniqueKeys(t, line)
 			out = append(out, m)
 		}
 	}
 	return out
+}
+
+// checkUniqueKeys fails the test if the JSON object line names a key twice
+// at its top level, which decoding into a map would hide.
+func checkUniqueKeys(t testing.TB, line []byte) {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(line))
+	seen := map[string]bool{}
+	if _, err := dec.Token(); err != nil { // the opening brace
+		t.Fatalf("log line %q: %v", line, err)
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		key, _ := tok.(string)
+		if seen[key] {
+			t.Errorf("log line names %q twice: %s", key, line)
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+	}
 }
 
 // harness is a NATS server holding the order workload's stream, and what a
@@ -132,7 +160,7 @@ func (h *harness) config() events.ConsumerConfig {
 		Policy:      h.set,
 		Workload:    "payment",
 		Tokens:      fakeVerifier{},
-		Logger:      slog.New(slog.NewJSONHandler(h.logs, nil)).With("service", "payment"),
+		Logger:      slog.New(telemetry.TraceHandler(slog.NewJSONHandler(h.logs, nil))).With("service", "payment"),
 		AckWait:     5 * time.Second,
 		MaxDeliver:  3,
 		RetryDelays: []time.Duration{50 * time.Millisecond},

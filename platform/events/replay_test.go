@@ -196,7 +196,7 @@ func TestReplayChecksAndDoesNotRedeliver(t *testing.T) {
 		})
 	}
 	want := []map[string]any{
-		{"outcome": "rejected", "reason": "token", "audit": true},
+		{"outcome": "rejected", "reason": "token", "audit": "rejected"},
 		{"outcome": "failed", "reason": "not_redelivered", "audit": nil},
 	}
 	if diff := cmp.Diff(want, outcomes); diff != "" {

@@ -3,6 +3,7 @@ package grpcserver
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -19,10 +20,12 @@ const HandshakesMetric = "rampart.grpc.server.handshakes"
 // meterName is the instrumentation scope of the server's own metrics.
 const meterName = "example.com/rampart/platform/grpcserver"
 
-// countedCreds counts every server handshake of the credentials it wraps.
+// countedCreds counts every server handshake of the credentials it wraps,
+// and logs each refused one as an audit event.
 type countedCreds struct {
 	credentials.TransportCredentials
 	handshakes metric.Int64Counter
+	log        *slog.Logger
 }
 
 // Attribute sets of the two outcomes, built once rather than per
@@ -32,7 +35,7 @@ var (
 	handshakeFailed = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", "failed")))
 )
 
-func countHandshakes(creds credentials.TransportCredentials, mp metric.MeterProvider) (
+func countHandshakes(creds credentials.TransportCredentials, mp metric.MeterProvider, log *slog.Logger) (
 	credentials.TransportCredentials, error,
 ) {
 	counter, err := mp.Meter(meterName).Int64Counter(HandshakesMetric,
@@ -41,7 +44,7 @@ func countHandshakes(creds credentials.TransportCredentials, mp metric.MeterProv
 	if err != nil {
 		return nil, fmt.Errorf("creating the %s counter: %w", HandshakesMetric, err)
 	}
-	return countedCreds{TransportCredentials: creds, handshakes: counter}, nil
+	return countedCreds{TransportCredentials: creds, handshakes: counter, log: log}, nil
 }
 
 func (c countedCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
@@ -49,11 +52,15 @@ func (c countedCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.Auth
 	outcome := handshakeOK
 	if err != nil {
 		outcome = handshakeFailed
+		c.log.Warn("TLS handshake refused", "audit", "denied",
+			"peer_addr", conn.RemoteAddr().String(), "error", err.Error())
 	}
 	c.handshakes.Add(context.Background(), 1, outcome)
 	return secured, info, err
 }
 
 func (c countedCreds) Clone() credentials.TransportCredentials {
-	return countedCreds{TransportCredentials: c.TransportCredentials.Clone(), handshakes: c.handshakes}
+	return countedCreds{
+		TransportCredentials: c.TransportCredentials.Clone(), handshakes: c.handshakes, log: c.log,
+	}
 }

@@ -45,14 +45,27 @@ func TestHandshakesAreCounted(t *testing.T) {
 	deadline := time.Now().Add(2 * time.Second)
 	var got map[string]float64
 	for time.Now().Before(deadline) {
-		got = handshakes(t, f.metrics)
-		if cmp.Equal(want, got) {
-			return
+		if got = handshakes(t, f.metrics); cmp.Equal(want, got) {
+			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("handshakes by outcome (-want +got):\n%s", diff)
+	}
+
+	// The refused handshake is an audit event on the JSON log.
+	refused := 0
+	for _, line := range f.logs.lines() {
+		if line["msg"] == "TLS handshake refused" {
+			refused++
+			if line["audit"] != "denied" || line["level"] != "WARN" || line["peer_addr"] == nil {
+				t.Errorf("refused handshake logged as %v", line)
+			}
+		}
+	}
+	if refused != 1 {
+		t.Errorf("%d refused handshakes logged, want 1", refused)
 	}
 }
 

@@ -103,7 +103,7 @@ func New(cfg Config) *grpc.Server {
 	tel := cfg.Telemetry
 	unary, stream := chain(cfg)
 	creds, err := countHandshakes(credentials.NewTLS(identity.ServerTLSConfig(cfg.Identity)),
-		tel.MeterProvider)
+		tel.MeterProvider, tel.Logger)
 	if err != nil {
 		// Only a meter provider that refuses a valid instrument gets here:
 		// serve, uncounted, rather than not at all.

@@ -92,7 +92,7 @@ func New(ctx context.Context, cfg Config) (*Telemetry, error) {
 		out = os.Stderr
 	}
 	handler := slog.NewJSONHandler(out, &slog.HandlerOptions{Level: cfg.LogLevel})
-	logger := slog.New(traceHandler{handler}).With("service", cfg.Service)
+	logger := slog.New(TraceHandler(handler)).With("service", cfg.Service)
 
 	return &Telemetry{
 		Logger:         logger,
@@ -118,8 +118,11 @@ func otlpConfigured() bool {
 		os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
 }
 
-// traceHandler adds the trace_id and span_id of the context's span to every
-// record, so that a log line can be found from a trace and back.
+// TraceHandler returns a handler that adds the trace_id and span_id of the
+// context's span to every record before h writes it, so that a log line
+// can be found from a trace and back. Every logger of [New] has it.
+func TraceHandler(h slog.Handler) slog.Handler { return traceHandler{h} }
+
 type traceHandler struct{ slog.Handler }
 
 func (h traceHandler) Handle(ctx context.Context, r slog.Record) error {

@@ -291,6 +291,7 @@ func (w *Workload) listen(ctx context.Context) error {
 	w.admin = &http.Server{
 		Handler:           w.adminMux,
 		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          slog.NewLogLogger(w.Logger.Handler(), slog.LevelWarn),
 	}
 	return nil
 }

@@ -74,3 +74,17 @@ func Percentile(sorted []time.Duration, percent int) time.Duration {
 	rank = min(max(rank, 1), len(sorted))
 	return sorted[rank-1]
 }
+
+// Parts splits samples, in the order taken, into n consecutive parts of
+// near equal size and summarizes each without a rate: n samples of one
+// measure, for a comparison that needs several. It returns fewer parts
+// when there are fewer samples than n.
+func Parts(samples []time.Duration, n int) []Summary {
+	n = min(n, len(samples))
+	parts := make([]Summary, 0, n)
+	for i := range n {
+		lo, hi := i*len(samples)/n, (i+1)*len(samples)/n
+		parts = append(parts, Summarize(samples[lo:hi], 0))
+	}
+	return parts
+}

@@ -89,3 +89,26 @@ func TestRecorderAddsRounds(t *testing.T) {
 		t.Errorf("four rounds of 25 calls in 500ms each (-want +got):\n%s", diff)
 	}
 }
+
+func TestParts(t *testing.T) {
+	t.Parallel()
+	parts := latency.Parts(ascending(10), 4)
+	var counts []int
+	var medians []time.Duration
+	for _, p := range parts {
+		counts = append(counts, p.Count)
+		medians = append(medians, p.P50)
+	}
+	if diff := cmp.Diff([]int{2, 3, 2, 3}, counts); diff != "" {
+		t.Errorf("part sizes (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]time.Duration{ms(1), ms(4), ms(6), ms(9)}, medians); diff != "" {
+		t.Errorf("part medians (-want +got):\n%s", diff)
+	}
+	if got := latency.Parts(ascending(2), 4); len(got) != 2 {
+		t.Errorf("%d parts of 2 samples, want 2", len(got))
+	}
+	if got := latency.Parts(nil, 4); len(got) != 0 {
+		t.Errorf("%d parts of no samples, want none", len(got))
+	}
+}

@@ -54,9 +54,10 @@ type Config struct {
 	// Concurrencies are the numbers of callers at once (1, 8 and 64).
 	Concurrencies []int
 	// Rounds is how many times each path is measured at each concurrency,
-	// taking turns with the other path (2).
+	// taking turns with the other path (4): each round is one sample of a
+	// comparison with benchstat, which needs four.
 	Rounds int
-	// RoundTime bounds each round (1s), and MaxCalls the calls in it
+	// RoundTime bounds each round (500ms), and MaxCalls the calls in it
 	// (100 000).
 	RoundTime time.Duration
 	MaxCalls  int
@@ -70,10 +71,10 @@ func (c Config) withDefaults() Config {
 		c.Concurrencies = []int{1, 8, 64}
 	}
 	if c.Rounds <= 0 {
-		c.Rounds = 2
+		c.Rounds = 4
 	}
 	if c.RoundTime <= 0 {
-		c.RoundTime = time.Second
+		c.RoundTime = 500 * time.Millisecond
 	}
 	if c.MaxCalls <= 0 {
 		c.MaxCalls = 100_000
@@ -84,11 +85,13 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Result is the measure of one path at one concurrency.
+// Result is the measure of one path at one concurrency: over every round,
+// and round by round.
 type Result struct {
 	Path        string
 	Concurrency int
 	latency.Summary
+	Rounds []latency.Summary
 }
 
 // orderID is the order every call asks for.
@@ -112,6 +115,7 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	var results []Result
 	for _, c := range cfg.Concurrencies {
 		recorders := map[string]*latency.Recorder{Bare: {}, Platform: {}}
+		rounds := map[string][]latency.Summary{}
 		for round := range cfg.Rounds {
 			order := []string{Bare, Platform}
 			if round%2 == 1 {
@@ -127,11 +131,12 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 					return nil, fmt.Errorf("measuring the %s path at %d callers: %w", path, c, err)
 				}
 				recorders[path].Add(elapsed, samples...)
+				rounds[path] = append(rounds[path], latency.Summarize(samples, elapsed))
 			}
 		}
 		for _, path := range []string{Bare, Platform} {
 			results = append(results, Result{
-				Path: path, Concurrency: c, Summary: recorders[path].Summary(),
+				Path: path, Concurrency: c, Summary: recorders[path].Summary(), Rounds: rounds[path],
 			})
 		}
 	}

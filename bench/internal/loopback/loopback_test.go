@@ -23,6 +23,7 @@ func TestRunMeasuresBothPaths(t *testing.T) {
 	results, err := loopback.Run(t.Context(), loopback.Config{
 		Dir:           dir,
 		Concurrencies: []int{1, 4},
+		Rounds:        2,
 		RoundTime:     100 * time.Millisecond,
 		Warmup:        20 * time.Millisecond,
 	})
@@ -39,6 +40,14 @@ func TestRunMeasuresBothPaths(t *testing.T) {
 		got = append(got, key{r.Path, r.Concurrency})
 		if r.Count == 0 || r.P50 <= 0 || r.P99 < r.P50 || r.PerSecond <= 0 {
 			t.Errorf("%s at %d: implausible summary %+v", r.Path, r.Concurrency, r.Summary)
+		}
+		roundCalls := 0
+		for _, round := range r.Rounds {
+			roundCalls += round.Count
+		}
+		if len(r.Rounds) != 2 || roundCalls != r.Count {
+			t.Errorf("%s at %d: %d rounds of %d calls in all, want 2 rounds of the %d calls",
+				r.Path, r.Concurrency, len(r.Rounds), roundCalls, r.Count)
 		}
 	}
 	want := []key{

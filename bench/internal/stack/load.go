@@ -42,13 +42,14 @@ const getOrder = "order.v1.OrderService.GetOrder"
 type LoadConfig struct {
 	// Concurrency is the number of calls in flight at once (16).
 	Concurrency int
-	// Requests bounds the calls of a round (5000), RoundTime its time
+	// Requests bounds the calls of a round (2500), RoundTime its time
 	// (10s), whichever comes first.
 	Requests  int
 	RoundTime time.Duration
 	// Warmup is how many calls start each round unmeasured (200).
 	Warmup int
-	// Rounds is how many rounds each path gets, taking turns (2).
+	// Rounds is how many rounds each path gets, taking turns (4): each
+	// round is one sample of a comparison with benchstat, which needs four.
 	Rounds int
 }
 
@@ -57,7 +58,7 @@ func (c LoadConfig) withDefaults() LoadConfig {
 		c.Concurrency = 16
 	}
 	if c.Requests <= 0 {
-		c.Requests = 5000
+		c.Requests = 2500
 	}
 	if c.RoundTime <= 0 {
 		c.RoundTime = 10 * time.Second
@@ -66,7 +67,7 @@ func (c LoadConfig) withDefaults() LoadConfig {
 		c.Warmup = 200
 	}
 	if c.Rounds <= 0 {
-		c.Rounds = 2
+		c.Rounds = 4
 	}
 	return c
 }
@@ -79,6 +80,8 @@ type LoadResult struct {
 	// Requests counts every call of the path's rounds, warm-up included,
 	// and Handshakes the TLS handshakes the order service ran meanwhile.
 	Requests, Handshakes int
+	// Rounds are the path's rounds, one by one.
+	Rounds []latency.Summary
 }
 
 // GetOrderLoad calls GetOrder for orderID, which u owns, at a fixed
@@ -140,6 +143,7 @@ func (s *Stack) GetOrderLoad(ctx context.Context, u *User, orderID string, cfg L
 
 	recorders := map[string]*latency.Recorder{Gateway: {}, Direct: {}}
 	requests := map[string]int{}
+	rounds := map[string][]latency.Summary{}
 	handshakes := map[string]int{}
 	for round := range cfg.Rounds {
 		order := []string{Direct, Gateway}
@@ -168,6 +172,7 @@ func (s *Stack) GetOrderLoad(ctx context.Context, u *User, orderID string, cfg L
 				return nil, fmt.Errorf("loading the %s path: %w", path, err)
 			}
 			recorders[path].Add(elapsed, samples...)
+			rounds[path] = append(rounds[path], latency.Summarize(samples, elapsed))
 			requests[path] += int(report.Count) + cfg.Warmup //nolint:gosec // G115: bounded by Requests
 			handshakes[path] += after - before
 		}
@@ -176,7 +181,7 @@ func (s *Stack) GetOrderLoad(ctx context.Context, u *User, orderID string, cfg L
 	for _, path := range []string{Gateway, Direct} {
 		results = append(results, LoadResult{
 			Path: path, Concurrency: cfg.Concurrency, Summary: recorders[path].Summary(),
-			Requests: requests[path], Handshakes: handshakes[path],
+			Requests: requests[path], Handshakes: handshakes[path], Rounds: rounds[path],
 		})
 	}
 	return results, nil

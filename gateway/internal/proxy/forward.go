@@ -89,9 +89,26 @@ func (r *route) serve(ctx context.Context, _ connect.Spec, stream connect.Server
 		return connect.NewError(connect.CodeInternal, msgInternal).WithCause(err)
 	}
 	if r.streaming {
-		return r.forwardStream(ctx, req, stream)
+		err = r.forwardStream(ctx, req, stream)
+	} else {
+		err = r.forwardUnary(ctx, req, stream)
 	}
-	return r.forwardUnary(ctx, req, stream)
+	return shutdownError(ctx, err)
+}
+
+// ErrShuttingDown is the cause with which the gateway ends the calls still
+// running when it shuts down.
+var ErrShuttingDown = errors.New("proxy: gateway shutting down")
+
+// shutdownError turns the failure of a call that the gateway's shutdown
+// ended into Unavailable, which tells a client to call again, as it would
+// a watcher whose stream ended there, rather than Canceled, which says the
+// client gave up itself.
+func shutdownError(ctx context.Context, err error) error {
+	if err == nil || !errors.Is(context.Cause(ctx), ErrShuttingDown) {
+		return err
+	}
+	return connect.NewError(connect.CodeUnavailable, "gateway shutting down; call again").WithCause(err)
 }
 
 // receiveError answers a request body that could not be read. Its size

@@ -221,6 +221,9 @@ func Setup(ctx context.Context, w *workload.Workload, cfg Config, keys *jwks.Key
 		if err != nil {
 			return fmt.Errorf("listening for %s: %w", s.name, err)
 		}
+		// The server's own errors, refused TLS handshakes among them, go
+		// to the JSON log like every other line.
+		s.srv.ErrorLog = slog.NewLogLogger(w.Logger.With("server", s.name).Handler(), slog.LevelWarn)
 		w.Go(s.name, func(ctx context.Context) error { return serveUntil(ctx, s.srv, ln, s.tls) })
 	}
 	return nil
@@ -376,8 +379,8 @@ const streamGrace = time.Second
 // flight get streamGrace to finish, then their context ends, and the
 // shutdown waits a few seconds more for them to answer.
 func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, tls bool) error {
-	base, endCalls := context.WithCancel(context.WithoutCancel(ctx))
-	defer endCalls()
+	base, endCalls := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer endCalls(nil)
 	srv.BaseContext = func(net.Listener) context.Context { return base }
 	errc := make(chan error, 1)
 	go func() {
@@ -392,7 +395,7 @@ func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, tls bool
 		return err
 	case <-ctx.Done():
 	}
-	grace := time.AfterFunc(streamGrace, endCalls)
+	grace := time.AfterFunc(streamGrace, func() { endCalls(proxy.ErrShuttingDown) })
 	defer grace.Stop()
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), streamGrace+5*time.Second)
 	defer cancel()

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"example.com/rampart/gateway/internal/proxy"
 )
 
 // TestShutdownEndsStreams: at shutdown, a call that would run on, as a
@@ -24,7 +26,8 @@ func TestShutdownEndsStreams(t *testing.T) {
 			w.(http.Flusher).Flush()
 			close(started)
 			<-r.Context().Done() // a stream waits for changes until its call ends
-			_, _ = io.WriteString(w, "end\n")
+			// The cause tells the proxy to answer Unavailable, not Canceled.
+			_, _ = io.WriteString(w, "end: "+context.Cause(r.Context()).Error()+"\n")
 		}),
 	}
 	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
@@ -56,7 +59,7 @@ func TestShutdownEndsStreams(t *testing.T) {
 	if err := scanner.Err(); err != nil {
 		t.Fatalf("reading the stream: %v (lines %q)", err, lines)
 	}
-	if len(lines) != 2 || lines[1] != "end" {
+	if want := "end: " + proxy.ErrShuttingDown.Error(); len(lines) != 2 || lines[1] != want {
 		t.Errorf("stream read %q, want it to end with the handler's last line", lines)
 	}
 	select {

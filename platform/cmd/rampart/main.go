@@ -104,7 +104,7 @@ Try it from another terminal (or run: make demo):
     -d '{"email":"ada@example.com","password":"correct horse battery"}' \
     | sed -n 's/.*"accessToken":"\([^"]*\)".*/\1/p')
 
-  # order, then read the order back (use the orderId it printed)
+  # order, then list your orders: it is PAID within moments
   curl -s %[1]s/order.v1.OrderService/CreateOrder -H 'Content-Type: application/json' \
     -H "Authorization: Bearer $TOKEN" \
     -d '{"items":[{"sku":"%[2]s","quantity":2}],"paymentMethod":"tok_visa","idempotencyKey":"first-order-1"}'
