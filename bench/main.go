@@ -246,6 +246,9 @@ func duration(d time.Duration) string {
 	}
 }
 
+// timeRatio formats a/b as a factor.
+func timeRatio(a, b time.Duration) string { return ratio(float64(a), float64(b)) }
+
 // ratio formats a/b as a factor, "n/a" when b is zero.
 func ratio(a, b float64) string {
 	if b == 0 {

@@ -25,7 +25,8 @@ func measureLoopback(ctx context.Context, work string) (report.Table, []report.M
 	}
 	t := report.Table{
 		Title: "One unary call over loopback: platform against bare gRPC",
-		Head: []string{"callers", "p50 bare", "p50 platform", "×", "p99 bare", "p99 platform", "×",
+		Head: []string{"callers",
+			"p50 bare", "p50 platform", "×", "p99 bare", "p99 platform", "×",
 			"calls/s bare", "calls/s platform", "×"},
 		Note: "Platform: mutual TLS 1.3 with SPIFFE SVIDs, tracing, the log line and every " +
 			"check, a transaction token verified on each call. Bare: no TLS, no interceptor. " +
@@ -41,8 +42,8 @@ func measureLoopback(ctx context.Context, work string) (report.Table, []report.M
 	for _, c := range slices.Sorted(maps.Keys(byPath[loopback.Bare])) {
 		bare, platform := byPath[loopback.Bare][c], byPath[loopback.Platform][c]
 		t.Rows = append(t.Rows, []string{strconv.Itoa(c),
-			duration(bare.P50), duration(platform.P50), ratio(float64(platform.P50), float64(bare.P50)),
-			duration(bare.P99), duration(platform.P99), ratio(float64(platform.P99), float64(bare.P99)),
+			duration(bare.P50), duration(platform.P50), timeRatio(platform.P50, bare.P50),
+			duration(bare.P99), duration(platform.P99), timeRatio(platform.P99, bare.P99),
 			perSecond(bare.PerSecond), perSecond(platform.PerSecond),
 			ratio(platform.PerSecond, bare.PerSecond)})
 	}
@@ -131,7 +132,7 @@ func measureStack(ctx context.Context, opts options, work string) (
 	if len(load) == 2 {
 		gw, direct := load[0], load[1]
 		loadTable.Rows = append(loadTable.Rows, []string{"gateway ÷ direct", "",
-			ratio(float64(gw.P50), float64(direct.P50)), ratio(float64(gw.P99), float64(direct.P99)),
+			timeRatio(gw.P50, direct.P50), timeRatio(gw.P99, direct.P99),
 			ratio(gw.PerSecond, direct.PerSecond), ""})
 	}
 
@@ -150,7 +151,8 @@ func measureStack(ctx context.Context, opts options, work string) (
 		Note:  "NATS runs inside the bench process, as it runs inside `rampart up`.",
 	}
 	for _, name := range slices.Sorted(maps.Keys(idle)) {
-		memTable.Rows = append(memTable.Rows, []string{name, mebibytes(idle[name]), mebibytes(busy[name])})
+		memTable.Rows = append(memTable.Rows,
+			[]string{name, mebibytes(idle[name]), mebibytes(busy[name])})
 		measures = append(measures, report.Measure{
 			Name: "RSS/process=" + name, Count: 1,
 			Values: []report.Value{

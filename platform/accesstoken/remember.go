@@ -23,42 +23,42 @@ type seenToken struct {
 // on every call, skips the signature check and the decoding. The claims
 // are checked again on every use, against the clock of that use.
 type memory struct {
-	tokens *lru.Cache[[sha256.Size]byte, *seenToken]
+	tokens *lru.Cache[digest, *seenToken]
 }
 
 func newMemory(size int) (*memory, error) {
-	tokens, err := lru.New[[sha256.Size]byte, *seenToken](size)
+	tokens, err := lru.New[digest, *seenToken](size)
 	if err != nil {
 		return nil, err
 	}
 	return &memory{tokens: tokens}, nil
 }
 
-// recall returns what was remembered of raw, if anything, and if the key
-// that verified it is still the issuer's key under the same ID. A token
-// whose key was withdrawn or replaced is forgotten, so that it is
-// verified again, and refused, like any other.
-func (m *memory) recall(ctx context.Context, keys jwks.KeySource, raw string) (*seenToken, bool) {
-	digest := sha256.Sum256([]byte(raw))
-	seen, ok := m.tokens.Get(digest)
+// digest is the key a token is remembered by.
+type digest = [sha256.Size]byte
+
+func digestOf(raw string) digest { return sha256.Sum256([]byte(raw)) }
+
+// recall returns what was remembered of the token of digest d, if
+// anything, and if the key that verified it is still the issuer's key
+// under the same ID. A token whose key was withdrawn or replaced is
+// forgotten, so that it is verified again, and refused, like any other.
+func (m *memory) recall(ctx context.Context, keys jwks.KeySource, d digest) (*seenToken, bool) {
+	seen, ok := m.tokens.Get(d)
 	if !ok {
 		return nil, false
 	}
 	current, err := keys.Key(ctx, seen.kid)
 	if err != nil || !samePublicKey(current.Key, seen.key) {
-		m.tokens.Remove(digest)
+		m.tokens.Remove(d)
 		return nil, false
 	}
 	return seen, true
 }
 
-func (m *memory) remember(raw string, seen *seenToken) {
-	m.tokens.Add(sha256.Sum256([]byte(raw)), seen)
-}
+func (m *memory) remember(d digest, seen *seenToken) { m.tokens.Add(d, seen) }
 
-func (m *memory) forget(raw string) {
-	m.tokens.Remove(sha256.Sum256([]byte(raw)))
-}
+func (m *memory) forget(d digest) { m.tokens.Remove(d) }
 
 // samePublicKey reports whether a and b are the same public key. Every key
 // type the platform verifies with can compare itself; any other is never

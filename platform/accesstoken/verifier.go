@@ -143,11 +143,13 @@ func isAccessTokenType(typ string) bool {
 // Verify checks raw as described on [Verifier] and returns its claims. Every
 // error wraps one of the package's sentinel errors.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
+	var d digest
 	if v.seen != nil {
-		if seen, ok := v.seen.recall(ctx, v.keys, raw); ok {
+		d = digestOf(raw)
+		if seen, ok := v.seen.recall(ctx, v.keys, d); ok {
 			claims, err := v.checkClaims(&seen.claims)
 			if err != nil {
-				v.seen.forget(raw)
+				v.seen.forget(d)
 				return nil, fmt.Errorf("verifying access token: %w", err)
 			}
 			return claims, nil
@@ -169,7 +171,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 		return nil, fmt.Errorf("verifying access token: %w", err)
 	}
 	if v.seen != nil {
-		v.seen.remember(raw, &seenToken{claims: wire, kid: key.KeyID, key: key.Key})
+		v.seen.remember(d, &seenToken{claims: wire, kid: key.KeyID, key: key.Key})
 	}
 	return claims, nil
 }

@@ -27,6 +27,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"example.com/rampart/platform/identity"
 )
 
 const (
@@ -280,6 +282,27 @@ func (c *Credentials) SVID() (*x509svid.SVID, error) {
 		return nil, fmt.Errorf("parsing credentials as SVID: %w", err)
 	}
 	return svid, nil
+}
+
+// IssueSVID issues credentials for the workload name, valid for ttl, and
+// returns them as an X.509 SVID.
+func (ca *CA) IssueSVID(name string, ttl time.Duration) (*x509svid.SVID, error) {
+	creds, err := ca.Issue(name, ttl)
+	if err != nil {
+		return nil, err
+	}
+	return creds.SVID()
+}
+
+// Source returns an identity source holding a new SVID for the workload
+// name, valid for ttl, that trusts this CA: a workload's identity without
+// files, for tests and benchmarks.
+func (ca *CA) Source(name string, ttl time.Duration) (identity.Source, error) {
+	svid, err := ca.IssueSVID(name, ttl)
+	if err != nil {
+		return nil, err
+	}
+	return identity.NewStaticSource(svid, ca.Bundle()), nil
 }
 
 // TLSCertificate returns the credentials as a TLS certificate, whether or

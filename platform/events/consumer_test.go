@@ -23,6 +23,7 @@ import (
 	"example.com/rampart/platform/outbox"
 	"example.com/rampart/platform/policy"
 	"example.com/rampart/platform/sqlitedb"
+	"example.com/rampart/platform/telemetry/telemetrytest"
 	"example.com/rampart/platform/txntoken"
 	orderv1 "example.com/rampart/proto/order/v1"
 	paymentv1 "example.com/rampart/proto/payment/v1"
@@ -105,7 +106,7 @@ func TestEndToEnd(t *testing.T) {
 			consumer.Parent().SpanID(), producer.SpanContext().SpanID())
 	}
 
-	lines := h.logs.lines(t, "event")
+	lines := eventLines(t, h.logs, "event")
 	want := []map[string]any{{
 		"level":    "INFO",
 		"service":  "payment",
@@ -202,7 +203,7 @@ func TestRejected(t *testing.T) {
 			}
 			h.publish(t, "orders.created", tt.header, payload)
 			eventually(t, "the message was logged", func() bool {
-				return len(h.logs.lines(t, "event")) > 0
+				return len(eventLines(t, h.logs, "event")) > 0
 			})
 			// Long enough for a retry (50ms) to show.
 			time.Sleep(300 * time.Millisecond)
@@ -210,7 +211,7 @@ func TestRejected(t *testing.T) {
 			if n := got.count(); n != 0 {
 				t.Errorf("the handler ran %d times", n)
 			}
-			checkAudited(t, h.logs.lines(t, "event"), tt.reason)
+			checkAudited(t, eventLines(t, h.logs, "event"), tt.reason)
 			checkSettled(t, h)
 		})
 	}
@@ -314,7 +315,7 @@ func TestHandlerFailures(t *testing.T) {
 			sent := orderCreated()
 			h.publish(t, "orders.created", headers(), marshal(t, sent))
 			eventually(t, "the last delivery was logged", func() bool {
-				return len(h.logs.lines(t, "event")) >= len(tt.wantOutcomes)
+				return len(eventLines(t, h.logs, "event")) >= len(tt.wantOutcomes)
 			})
 			time.Sleep(300 * time.Millisecond) // room for a delivery too many
 
@@ -365,7 +366,7 @@ func TestRunWaitsForStream(t *testing.T) {
 	run(t, c)
 
 	eventually(t, "the consumer is waiting", func() bool {
-		return len(h.logs.lines(t, "waiting for stream")) > 0
+		return len(eventLines(t, h.logs, "waiting for stream")) > 0
 	})
 	if err := events.EnsureStream(t.Context(), h.js, h.set, "order"); err != nil {
 		t.Fatal(err)
@@ -376,7 +377,7 @@ func TestRunWaitsForStream(t *testing.T) {
 
 func TestHandleRefuses(t *testing.T) {
 	t.Parallel()
-	h := &harness{set: loadPolicy(t), logs: &logBuffer{}}
+	h := &harness{set: loadPolicy(t), logs: &telemetrytest.Logs{}}
 	noop := func(context.Context, proto.Message) error { return nil }
 	tests := []struct {
 		name     string
@@ -429,7 +430,7 @@ func TestHandleRefuses(t *testing.T) {
 
 func TestNewConsumerRefuses(t *testing.T) {
 	t.Parallel()
-	h := &harness{set: loadPolicy(t), logs: &logBuffer{}}
+	h := &harness{set: loadPolicy(t), logs: &telemetrytest.Logs{}}
 	tests := []struct {
 		name   string
 		change func(*events.ConsumerConfig)
@@ -477,7 +478,7 @@ func TestRunRefuses(t *testing.T) {
 	}
 	run(t, c)
 	eventually(t, "Run is waiting for the payment stream", func() bool {
-		return len(h.logs.lines(t, "waiting for stream")) > 0
+		return len(eventLines(t, h.logs, "waiting for stream")) > 0
 	})
 	if err := c.Run(t.Context()); err == nil {
 		t.Error("a second Run succeeded")
@@ -532,7 +533,7 @@ func TestKeysNotYetFetched(t *testing.T) {
 
 			h.publish(t, "orders.created", headers(), marshal(t, orderCreated()))
 			eventually(t, "the last delivery was logged", func() bool {
-				return len(h.logs.lines(t, "event")) >= len(tt.wantOutcomes)
+				return len(eventLines(t, h.logs, "event")) >= len(tt.wantOutcomes)
 			})
 			time.Sleep(300 * time.Millisecond) // room for a delivery too many
 
@@ -549,7 +550,7 @@ func TestKeysNotYetFetched(t *testing.T) {
 func checkOutcomes(t *testing.T, h *harness, wantOutcomes, wantReasons []string) {
 	t.Helper()
 	var outcomes, reasons []string
-	for _, l := range h.logs.lines(t, "event") {
+	for _, l := range eventLines(t, h.logs, "event") {
 		outcomes = append(outcomes, fmt.Sprint(l["outcome"]))
 		reason, _ := l["reason"].(string)
 		reasons = append(reasons, reason)

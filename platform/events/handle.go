@@ -84,6 +84,24 @@ func IsPermanent(err error) bool {
 // check, and only a message that passed both is decoded and validated.
 func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
 	start := time.Now()
+	ctx, span := c.startSpan(ctx, msg, semconv.MessagingConsumerGroupName(c.cfg.Workload))
+	defer span.End()
+
+	res := c.process(ctx, msg)
+	settleErr := c.settle(msg, res)
+
+	endSpan(span, res)
+	c.logResult(ctx, msg, res, settleErr, time.Since(start))
+}
+
+// startSpan starts the span of processing msg, in the trace its headers
+// carry, with attrs besides the messaging ones every message has. The
+// caller ends the span.
+//
+//nolint:spancheck // the span goes to the caller, which ends it
+func (c *Consumer) startSpan(ctx context.Context, msg jetstream.Msg, attrs ...attribute.KeyValue) (
+	context.Context, trace.Span,
+) {
 	headers := msg.Headers()
 	ctx = c.propagator.Extract(ctx, HeaderCarrier(headers))
 	ctx, span := c.tracer.Start(ctx, "process "+msg.Subject(),
@@ -92,20 +110,19 @@ func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
 			semconv.MessagingSystemKey.String("nats"),
 			semconv.MessagingOperationTypeProcess,
 			semconv.MessagingDestinationName(msg.Subject()),
-			semconv.MessagingConsumerGroupName(c.cfg.Workload),
 			semconv.MessagingMessageID(headers.Get(jetstream.MsgIDHeader)),
-		))
-	defer span.End()
+		),
+		trace.WithAttributes(attrs...))
+	return ctx, span
+}
 
-	res := c.process(ctx, msg)
-	settleErr := c.settle(msg, res)
-
+// endSpan records what became of the message on its span.
+func endSpan(span trace.Span, res result) {
 	if res.err != nil {
 		span.RecordError(res.err)
 		span.SetStatus(codes.Error, res.outcome)
 	}
 	span.SetAttributes(attribute.String("rampart.outcome", res.outcome))
-	c.logResult(ctx, msg, res, settleErr, time.Since(start))
 }
 
 // process runs the checks and the handler, turning a panic into a result.

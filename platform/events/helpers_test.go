@@ -1,9 +1,7 @@
 package events_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"sync"
@@ -24,6 +22,7 @@ import (
 	"example.com/rampart/platform/events/eventstest"
 	"example.com/rampart/platform/policy"
 	"example.com/rampart/platform/telemetry"
+	"example.com/rampart/platform/telemetry/telemetrytest"
 	"example.com/rampart/platform/txntoken"
 	orderv1 "example.com/rampart/proto/order/v1"
 	moneyv1 "example.com/rampart/proto/rampart/money/v1"
@@ -62,61 +61,16 @@ func orderCreated() *orderv1.OrderCreated {
 	}
 }
 
-// logBuffer collects JSON log lines from many goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the logged lines whose message is msg.
-func (b *logBuffer) lines(t testing.TB, msg string) []map[string]any {
+// eventLines returns the logged lines whose message is msg.
+func eventLines(t testing.TB, logs *telemetrytest.Logs, msg string) []map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []map[string]any
-	for line := range bytes.Lines(b.buf.Bytes()) {
-		var m map[string]any
-		if err := json.Unmarshal(line, &m); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		if m["msg"] == msg {
-			checkUniqueKeys(t, line)
-			out = append(out, m)
+	for _, line := range logs.Lines(t) {
+		if line["msg"] == msg {
+			out = append(out, line)
 		}
 	}
 	return out
-}
-
-// checkUniqueKeys fails the test if the JSON object line names a key twice
-// at its top level, which decoding into a map would hide.
-func checkUniqueKeys(t testing.TB, line []byte) {
-	t.Helper()
-	dec := json.NewDecoder(bytes.NewReader(line))
-	seen := map[string]bool{}
-	if _, err := dec.Token(); err != nil { // the opening brace
-		t.Fatalf("log line %q: %v", line, err)
-	}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		key, _ := tok.(string)
-		if seen[key] {
-			t.Errorf("log line names %q twice: %s", key, line)
-		}
-		seen[key] = true
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-	}
 }
 
 // harness is a NATS server holding the order workload's stream, and what a
@@ -125,7 +79,7 @@ type harness struct {
 	srv      *eventstest.Server
 	js       jetstream.JetStream
 	set      *policy.Set
-	logs     *logBuffer
+	logs     *telemetrytest.Logs
 	recorder *tracetest.SpanRecorder
 	tp       *sdktrace.TracerProvider
 }
@@ -145,7 +99,7 @@ func newBareHarness(t testing.TB) *harness {
 	h := &harness{
 		srv:      eventstest.NewServer(t),
 		set:      loadPolicy(t),
-		logs:     &logBuffer{},
+		logs:     &telemetrytest.Logs{},
 		recorder: tracetest.NewSpanRecorder(),
 	}
 	h.tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(h.recorder))

@@ -11,10 +11,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
-	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
-	"go.opentelemetry.io/otel/trace"
 )
 
 // reasonNotRedelivered is logged for a replayed event whose handler
@@ -190,27 +186,14 @@ func (r *replay) consume(ctx, base context.Context, cons jetstream.Consumer) {
 func (r *replay) handle(ctx context.Context, msg jetstream.Msg) {
 	c := r.c
 	start := time.Now()
-	headers := msg.Headers()
-	ctx = c.propagator.Extract(ctx, HeaderCarrier(headers))
-	ctx, span := c.tracer.Start(ctx, "process "+msg.Subject(),
-		trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(
-			semconv.MessagingSystemKey.String("nats"),
-			semconv.MessagingOperationTypeProcess,
-			semconv.MessagingDestinationName(msg.Subject()),
-			semconv.MessagingMessageID(headers.Get(jetstream.MsgIDHeader)),
-		))
+	ctx, span := c.startSpan(ctx, msg)
 	defer span.End()
 
 	res := c.process(ctx, msg)
 	if res.outcome == outcomeRetry {
 		res = result{outcome: outcomeFailed, reason: reasonNotRedelivered, err: res.err}
 	}
-	if res.err != nil {
-		span.RecordError(res.err)
-		span.SetStatus(codes.Error, res.outcome)
-	}
-	span.SetAttributes(attribute.String("rampart.outcome", res.outcome))
+	endSpan(span, res)
 	c.logResult(ctx, msg, res, nil, time.Since(start))
 
 	if meta, err := msg.Metadata(); err == nil {

@@ -20,6 +20,7 @@ import (
 
 	"example.com/rampart/platform/events"
 	"example.com/rampart/platform/policy"
+	"example.com/rampart/platform/telemetry/telemetrytest"
 	orderv1 "example.com/rampart/proto/order/v1"
 	userv1 "example.com/rampart/proto/user/v1"
 )
@@ -190,7 +191,7 @@ func TestReplayChecksAndDoesNotRedeliver(t *testing.T) {
 	}
 
 	var outcomes []map[string]any
-	for _, line := range h.logs.lines(t, "event") {
+	for _, line := range eventLines(t, h.logs, "event") {
 		outcomes = append(outcomes, map[string]any{
 			"outcome": line["outcome"], "reason": line["reason"], "audit": line["audit"],
 		})
@@ -277,7 +278,7 @@ func TestReplayNeedsOnlyItsSubjects(t *testing.T) {
 		}
 		return js
 	}
-	h := &harness{set: loadPolicy(t), logs: &logBuffer{}, js: connect("order", "order-secret")}
+	h := &harness{set: loadPolicy(t), logs: &telemetrytest.Logs{}, js: connect("order", "order-secret")}
 	if err := events.EnsureStream(t.Context(), h.js, h.set, "order"); err != nil {
 		t.Fatal(err)
 	}

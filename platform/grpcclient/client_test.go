@@ -52,15 +52,11 @@ func (r *recordingUsers) GetMe(
 
 func source(t *testing.T, ca *devpki.CA, name string) identity.Source {
 	t.Helper()
-	creds, err := ca.Issue(name, time.Hour)
+	src, err := ca.Source(name, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	svid, err := creds.SVID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return identity.NewStaticSource(svid, ca.Bundle())
+	return src
 }
 
 // serve starts a user server with the SVID of name on 127.0.0.1.

@@ -89,11 +89,7 @@ func benchChain(b *testing.B) (context.Context, grpc.UnaryHandler, *orderv1.GetO
 	if err != nil {
 		b.Fatal(err)
 	}
-	creds, err := ca.Issue(policy.Gateway, time.Hour)
-	if err != nil {
-		b.Fatal(err)
-	}
-	svid, err := creds.SVID()
+	svid, err := ca.IssueSVID(policy.Gateway, time.Hour)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -31,13 +31,15 @@ type countedCreds struct {
 // Attribute sets of the two outcomes, built once rather than per
 // handshake.
 var (
-	handshakeOK     = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", "ok")))
-	handshakeFailed = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", "failed")))
+	handshakeOK = metric.WithAttributeSet(
+		attribute.NewSet(attribute.String("outcome", "ok")))
+	handshakeFailed = metric.WithAttributeSet(
+		attribute.NewSet(attribute.String("outcome", "failed")))
 )
 
-func countHandshakes(creds credentials.TransportCredentials, mp metric.MeterProvider, log *slog.Logger) (
-	credentials.TransportCredentials, error,
-) {
+func countHandshakes(
+	creds credentials.TransportCredentials, mp metric.MeterProvider, log *slog.Logger,
+) (credentials.TransportCredentials, error) {
 	counter, err := mp.Meter(meterName).Int64Counter(HandshakesMetric,
 		metric.WithDescription("TLS handshakes run by the gRPC server, by outcome."),
 		metric.WithUnit("{handshake}"))

@@ -56,7 +56,7 @@ func TestHandshakesAreCounted(t *testing.T) {
 
 	// The refused handshake is an audit event on the JSON log.
 	refused := 0
-	for _, line := range f.logs.lines() {
+	for _, line := range f.logs.Lines(t) {
 		if line["msg"] == "TLS handshake refused" {
 			refused++
 			if line["audit"] != "denied" || line["level"] != "WARN" || line["peer_addr"] == nil {

@@ -349,11 +349,7 @@ func (r *rotation) clientWithLeafFrom(
 	t *testing.T, ca *devpki.CA, sessions tls.ClientSessionCache,
 ) *grpc.ClientConn {
 	t.Helper()
-	creds, err := ca.Issue("order", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svid, err := creds.SVID()
+	svid, err := ca.IssueSVID("order", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,15 +1,12 @@
 package grpcserver_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -35,6 +32,7 @@ import (
 	"example.com/rampart/platform/policy"
 	"example.com/rampart/platform/ratelimit"
 	"example.com/rampart/platform/telemetry"
+	"example.com/rampart/platform/telemetry/telemetrytest"
 	"example.com/rampart/platform/txntoken"
 	orderv1 "example.com/rampart/proto/order/v1"
 )
@@ -89,34 +87,10 @@ type fixture struct {
 	ca       *devpki.CA
 	minter   *txntoken.Minter
 	other    *txntoken.Minter // keys the server does not trust
-	logs     *syncBuffer
+	logs     *telemetrytest.Logs
 	metrics  http.Handler
 	td       spiffeid.TrustDomain
 	serverID spiffeid.ID
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) lines() []map[string]any {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for line := range strings.SplitSeq(strings.TrimSpace(b.buf.String()), "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil {
-			out = append(out, m)
-		}
-	}
-	return out
 }
 
 func newFixture(t *testing.T, limiter *ratelimit.Limiter) *fixture {
@@ -148,7 +122,7 @@ func newFixture(t *testing.T, limiter *ratelimit.Limiter) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &telemetrytest.Logs{}
 	tel, err := telemetry.New(t.Context(), telemetry.Config{
 		Service: "order", LogOutput: logs, DisableOTLP: true,
 	})
@@ -183,15 +157,11 @@ func newFixture(t *testing.T, limiter *ratelimit.Limiter) *fixture {
 
 func source(t *testing.T, ca *devpki.CA, name string) identity.Source {
 	t.Helper()
-	creds, err := ca.Issue(name, time.Hour)
+	src, err := ca.Source(name, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	svid, err := creds.SVID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return identity.NewStaticSource(svid, ca.Bundle())
+	return src
 }
 
 // client dials the fixture's server as the workload name.
@@ -441,7 +411,7 @@ func TestOneAuditedLogLinePerCall(t *testing.T) {
 	if !strings.Contains(line["reason"].(string), "may not call") {
 		t.Errorf("reason %q does not say why", line["reason"])
 	}
-	if strings.Contains(f.logs.buf.String(), "eyJ") {
+	if strings.Contains(f.logs.String(), "eyJ") {
 		t.Error("a token was logged")
 	}
 }
@@ -450,13 +420,13 @@ func TestOneAuditedLogLinePerCall(t *testing.T) {
 func lastCall(t *testing.T, f *fixture, method string) map[string]any {
 	t.Helper()
 	var found map[string]any
-	for _, line := range f.logs.lines() {
+	for _, line := range f.logs.Lines(t) {
 		if line["msg"] == "finished call" && line["method"] == method {
 			found = line
 		}
 	}
 	if found == nil {
-		t.Fatalf("no log line for %s in:\n%s", method, f.logs.buf.String())
+		t.Fatalf("no log line for %s in:\n%s", method, f.logs.String())
 	}
 	return found
 }

@@ -92,11 +92,7 @@ func newFixture(t *testing.T, workloads ...string) *fixture {
 // trusting ca and any other CAs given.
 func source(t testing.TB, ca *devpki.CA, name string, trusted ...*devpki.CA) identity.Source {
 	t.Helper()
-	creds, err := ca.Issue(name, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svid, err := creds.SVID()
+	svid, err := ca.IssueSVID(name, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,20 +87,32 @@ func (w *Workload) Outbox(_ context.Context, db *sql.DB) (*Outbox, error) {
 	return &Outbox{writer: writer, relay: relay}, nil
 }
 
-// Consumer returns a consumer of the events this workload subscribes to,
-// which runs with the workload. Register its handlers before Run.
-func (w *Workload) Consumer() (*events.Consumer, error) {
+// ConsumerConfig is the configuration of a consumer of events that acts
+// as this workload: its JetStream, policy, name, transaction-token
+// verifier, logger and tracer, with the other settings left to their
+// defaults.
+func (w *Workload) ConsumerConfig() (events.ConsumerConfig, error) {
 	if w.JetStream == nil {
-		return nil, errNoNATS
+		return events.ConsumerConfig{}, errNoNATS
 	}
-	c, err := events.NewConsumer(events.ConsumerConfig{
+	return events.ConsumerConfig{
 		JetStream:      w.JetStream,
 		Policy:         w.Policy,
 		Workload:       w.Config.Name,
 		Tokens:         w.TxnTokens,
 		Logger:         w.Logger,
 		TracerProvider: w.Telemetry.TracerProvider,
-	})
+	}, nil
+}
+
+// Consumer returns a consumer of the events this workload subscribes to,
+// which runs with the workload. Register its handlers before Run.
+func (w *Workload) Consumer() (*events.Consumer, error) {
+	cfg, err := w.ConsumerConfig()
+	if err != nil {
+		return nil, err
+	}
+	c, err := events.NewConsumer(cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -39,11 +39,7 @@ func pkiOf(t *testing.T, cfg workload.Config) *devpki.CA {
 
 func svidFrom(t *testing.T, ca *devpki.CA, name string) *x509svid.SVID {
 	t.Helper()
-	creds, err := ca.Issue(name, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svid, err := creds.SVID()
+	svid, err := ca.IssueSVID(name, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,7 +30,6 @@ import (
 	"example.com/rampart/platform/devpki"
 	"example.com/rampart/platform/grpcclient"
 	"example.com/rampart/platform/grpcserver"
-	"example.com/rampart/platform/identity"
 	"example.com/rampart/platform/jwks"
 	"example.com/rampart/platform/policy"
 	"example.com/rampart/platform/ratelimit"
@@ -267,7 +266,7 @@ func servePlatform(ctx context.Context, dir string, p *paths) (func(context.Cont
 	if err != nil {
 		return nil, err
 	}
-	orderSrc, err := source(ca, "order")
+	orderSrc, err := ca.Source("order", time.Hour)
 	if err != nil {
 		return nil, err
 	}
@@ -281,7 +280,7 @@ func servePlatform(ctx context.Context, dir string, p *paths) (func(context.Cont
 		return nil, err
 	}
 
-	gatewaySrc, err := source(ca, policy.Gateway)
+	gatewaySrc, err := ca.Source(policy.Gateway, time.Hour)
 	if err != nil {
 		return nil, err
 	}
@@ -339,18 +338,6 @@ func tokens(ctx context.Context, dir string, td spiffeid.TrustDomain, gateway sp
 		return nil, nil, err
 	}
 	return minter, verifier, nil
-}
-
-func source(ca *devpki.CA, name string) (identity.Source, error) {
-	creds, err := ca.Issue(name, time.Hour)
-	if err != nil {
-		return nil, err
-	}
-	svid, err := creds.SVID()
-	if err != nil {
-		return nil, err
-	}
-	return identity.NewStaticSource(svid, ca.Bundle()), nil
 }
 
 // listen serves srv on a free port of 127.0.0.1 until the run ends.

@@ -81,7 +81,8 @@ func TestWriteMeasuresReadsBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(steps) != 1 || steps[0].Name != "Loopback/path=bare/callers=8" || steps[0].NsPerOp != 150000 {
+	if len(steps) != 1 || steps[0].Name != "Loopback/path=bare/callers=8" ||
+		steps[0].NsPerOp != 150000 {
 		t.Errorf("read back %+v", steps)
 	}
 }

@@ -35,8 +35,7 @@ var Settings = []string{
 // Stack is the running platform.
 type Stack struct {
 	*devstack.Stack
-	// Log is the file of every line the workloads and NATS wrote.
-	Log  string
+	// logs receives every line the workloads and NATS write.
 	logs *os.File
 	// binDir is where the workloads' binaries are, as an absolute path.
 	binDir string
@@ -77,7 +76,7 @@ func Start(ctx context.Context, binDir, dir, logPath string) (*Stack, error) {
 		return nil, errors.Join(fmt.Errorf("starting the platform (log: %s): %w", logPath, err),
 			logs.Close())
 	}
-	return &Stack{Stack: ds, Log: logPath, logs: logs, binDir: binDir}, nil
+	return &Stack{Stack: ds, logs: logs, binDir: binDir}, nil
 }
 
 // Stop stops every process, then closes the log.

@@ -34,7 +34,8 @@ type route struct {
 
 func newRoute(cfg Config, m *policy.Method, upstream grpc.ClientConnInterface) (*route, error) {
 	if m.Desc.IsStreamingClient() {
-		return nil, fmt.Errorf("%s streams from the client, which the gateway does not forward", m.Procedure)
+		return nil, fmt.Errorf("%s streams from the client, which the gateway does not forward",
+			m.Procedure)
 	}
 	request, err := messageType(m.Desc.Input())
 	if err != nil {
@@ -108,7 +109,8 @@ func shutdownError(ctx context.Context, err error) error {
 	if err == nil || !errors.Is(context.Cause(ctx), ErrShuttingDown) {
 		return err
 	}
-	return connect.NewError(connect.CodeUnavailable, "gateway shutting down; call again").WithCause(err)
+	return connect.NewError(connect.CodeUnavailable, "gateway shutting down; call again").
+		WithCause(err)
 }
 
 // receiveError answers a request body that could not be read. Its size
@@ -150,16 +152,21 @@ func (r *route) mint(ctx context.Context, req proto.Message) (context.Context, e
 	return txntoken.NewContext(ctx, tok), nil
 }
 
-func (r *route) forwardUnary(ctx context.Context, req proto.Message, stream connect.ServerStream) error {
+func (r *route) forwardUnary(
+	ctx context.Context, req proto.Message, stream connect.ServerStream,
+) error {
 	resp := r.response.New().Interface()
 	var header metadata.MD
-	if err := r.upstream.Invoke(ctx, r.method.Procedure, req, resp, grpc.Header(&header)); err != nil {
+	err := r.upstream.Invoke(ctx, r.method.Procedure, req, resp, grpc.Header(&header))
+	if err != nil {
 		return upstreamError(ctx, err, header)
 	}
 	return stream.Send(resp)
 }
 
-func (r *route) forwardStream(ctx context.Context, req proto.Message, stream connect.ServerStream) error {
+func (r *route) forwardStream(
+	ctx context.Context, req proto.Message, stream connect.ServerStream,
+) error {
 	desc := &grpc.StreamDesc{StreamName: string(r.method.Desc.Name()), ServerStreams: true}
 	upstream, err := r.upstream.NewStream(ctx, desc, r.method.Procedure)
 	if err != nil {

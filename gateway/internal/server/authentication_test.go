@@ -423,7 +423,7 @@ func TestHugeHeaderCostsNothing(t *testing.T) {
 	if n := f.up.count(); n != 0 {
 		t.Errorf("the workload got %d calls, want none", n)
 	}
-	for _, line := range f.logs.lines() {
+	for _, line := range f.logs.Lines(t) {
 		if line["msg"] == "call" {
 			t.Errorf("the proxy saw the request: %v", line)
 		}

@@ -28,7 +28,8 @@ func TestUnreadableBodies(t *testing.T) {
 		{"body over the limit", "/order.v1.CatalogService/ListProducts", huge, "application/json",
 			`{"code":"invalid_argument","message":"request too large"}`},
 		{"envelope cut short", "/order.v1.OrderService/WatchOrder", string(envelope),
-			"application/connect+json", `{"error":{"code":"invalid_argument","message":"malformed request"}}`},
+			"application/connect+json",
+			`{"error":{"code":"invalid_argument","message":"malformed request"}}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -37,7 +38,8 @@ func TestUnreadableBodies(t *testing.T) {
 				"Content-Type": {tt.contentType}, "Authorization": {"Bearer " + access},
 			})
 			if a.Status == http.StatusTooManyRequests || a.Header.Get("Retry-After") != "" {
-				t.Errorf("answered like the rate limit: %d, Retry-After %q", a.Status, a.Header.Get("Retry-After"))
+				t.Errorf("answered like the rate limit: %d, Retry-After %q",
+					a.Status, a.Header.Get("Retry-After"))
 			}
 			if !strings.Contains(a.Body, tt.wantBody) {
 				t.Errorf("status %d, body %q, want it to hold %s", a.Status, a.Body, tt.wantBody)

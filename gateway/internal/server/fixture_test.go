@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -36,6 +35,7 @@ import (
 	"example.com/rampart/platform/policy"
 	"example.com/rampart/platform/ratelimit"
 	"example.com/rampart/platform/telemetry"
+	"example.com/rampart/platform/telemetry/telemetrytest"
 	"example.com/rampart/platform/txntoken"
 )
 
@@ -57,7 +57,7 @@ type fixture struct {
 	url     string
 	handler http.Handler // the public server's handler, for calls without a network
 	cfg     Config
-	logs    *syncBuffer
+	logs    *telemetrytest.Logs
 	up      *upstream
 	issuer  *issuerServer
 	// txnKeysPath is the gateway's transaction-token key file; txnKeys
@@ -85,7 +85,7 @@ type options struct {
 
 func newFixture(t testing.TB, opts options) *fixture {
 	t.Helper()
-	f := &fixture{logs: &syncBuffer{}, cfg: DefaultConfig()}
+	f := &fixture{logs: &telemetrytest.Logs{}, cfg: DefaultConfig()}
 	f.cfg.UserBurst, f.cfg.IPBurst = 1000, 1000
 	tel, err := telemetry.New(t.Context(), telemetry.Config{
 		Service: "gateway", LogOutput: f.logs, DisableOTLP: true,
@@ -184,15 +184,11 @@ func newFixture(t testing.TB, opts options) *fixture {
 
 func svidSource(t testing.TB, ca *devpki.CA, name string) identity.Source {
 	t.Helper()
-	creds, err := ca.Issue(name, time.Hour)
+	src, err := ca.Source(name, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	svid, err := creds.SVID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return identity.NewStaticSource(svid, ca.Bundle())
+	return src
 }
 
 func newKey(t testing.TB, alg jose.SignatureAlgorithm) jose.JSONWebKey {
@@ -439,38 +435,13 @@ func (f *fixture) logLine(t testing.TB, a answer) map[string]any {
 	if traceID == "" {
 		t.Fatal("no Trace-Id in the answer")
 	}
-	for _, line := range f.logs.lines() {
+	for _, line := range f.logs.Lines(t) {
 		if line["msg"] == "call" && line["trace_id"] == traceID {
 			return line
 		}
 	}
 	t.Fatalf("no log line for trace %s", traceID)
 	return nil
-}
-
-// syncBuffer collects JSON log lines written from many goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) lines() []map[string]any {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for line := range bytes.Lines(b.buf.Bytes()) {
-		var m map[string]any
-		if json.Unmarshal(line, &m) == nil {
-			out = append(out, m)
-		}
-	}
-	return out
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -264,17 +264,11 @@ const rememberedTokens = 10_000
 // replayRevocations returns the list of revoked sessions, filled by a task
 // of w, and makes w ready only once the list is loaded.
 func replayRevocations(w *workload.Workload, cfg Config) (*revocation.List, error) {
-	if w.JetStream == nil {
-		return nil, errors.New("gateway: revocations need NATS, but GATEWAY_NATS_URL is empty")
+	consumer, err := w.ConsumerConfig()
+	if err != nil {
+		return nil, fmt.Errorf("gateway: revocations: %w", err)
 	}
-	revoked, run, err := revocations(cfg, events.ConsumerConfig{
-		JetStream:      w.JetStream,
-		Policy:         w.Policy,
-		Workload:       w.Config.Name,
-		Tokens:         w.TxnTokens,
-		Logger:         w.Logger,
-		TracerProvider: w.Telemetry.TracerProvider,
-	})
+	revoked, run, err := revocations(cfg, consumer)
 	if err != nil {
 		return nil, err
 	}

@@ -1,14 +1,10 @@
 package orderevents_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +18,7 @@ import (
 	"example.com/rampart/platform/events"
 	"example.com/rampart/platform/events/eventstest"
 	"example.com/rampart/platform/policy"
+	"example.com/rampart/platform/telemetry/telemetrytest"
 	"example.com/rampart/platform/txntoken"
 	"example.com/rampart/services/order/internal/orderevents"
 	"example.com/rampart/services/order/internal/orderstore"
@@ -38,43 +35,6 @@ func (testVerifier) VerifyAt(_ context.Context, raw string, _ time.Time) (*txnto
 		return nil, errors.New("not a test token")
 	}
 	return &txntoken.Token{Raw: raw, Claims: txntoken.Claims{ID: uuid.NewString(), Subject: user}}, nil
-}
-
-// logBuffer collects JSON log lines from concurrent writers.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the logged lines that have every one of the attributes.
-func (b *logBuffer) lines(t *testing.T, want map[string]string) int {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n := 0
-	scanner := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
-	for scanner.Scan() {
-		var line map[string]any
-		if err := json.Unmarshal(scanner.Bytes(), &line); err != nil {
-			t.Fatalf("log line %q: %v", scanner.Text(), err)
-		}
-		match := true
-		for k, v := range want {
-			if line[k] != v {
-				match = false
-			}
-		}
-		if match {
-			n++
-		}
-	}
-	return n
 }
 
 // publish puts an event on the payment workload's stream as the outbox
@@ -120,7 +80,7 @@ func TestConsumer(t *testing.T) {
 	if err := events.EnsureStream(t.Context(), js, set, "payment"); err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
+	logs := &telemetrytest.Logs{}
 	consumer, err := events.NewConsumer(events.ConsumerConfig{
 		JetStream:   js,
 		Policy:      set,
@@ -156,19 +116,19 @@ func TestConsumer(t *testing.T) {
 	publish(t, js, "payments.succeeded", forged, mine.UserID)
 
 	eventually(t, "all three events are handled", func() bool {
-		return logs.lines(t, map[string]string{"subject": "payments.succeeded"}) >= 3
+		return logs.Count(t, map[string]string{"subject": "payments.succeeded"}) >= 3
 	})
 	got, err := f.Store.Get(t.Context(), mine.ID, mine.UserID)
 	if err != nil || got.Status != orderstore.StatusPaid {
 		t.Errorf("own order: %s, %v; want PAID", got.Status, err)
 	}
 	refused := map[string]string{"outcome": "failed", "reason": "permanent"}
-	if n := logs.lines(t, refused); n != 1 {
+	if n := logs.Count(t, refused); n != 1 {
 		t.Errorf("%d events refused for good, want 1", n)
 	}
 	// Well past the retry delay, the refused event was not delivered again.
 	time.Sleep(200 * time.Millisecond)
-	if n := logs.lines(t, map[string]string{"subject": "payments.succeeded"}); n != 3 {
+	if n := logs.Count(t, map[string]string{"subject": "payments.succeeded"}); n != 3 {
 		t.Errorf("%d deliveries, want 3: the refused event was retried", n)
 	}
 	got, err = f.Store.Get(t.Context(), theirs.ID, theirs.UserID)

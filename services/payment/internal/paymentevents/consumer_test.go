@@ -1,14 +1,10 @@
 package paymentevents_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +18,7 @@ import (
 	"example.com/rampart/platform/events"
 	"example.com/rampart/platform/events/eventstest"
 	"example.com/rampart/platform/policy"
+	"example.com/rampart/platform/telemetry/telemetrytest"
 	"example.com/rampart/platform/txntoken"
 	orderv1 "example.com/rampart/proto/order/v1"
 	"example.com/rampart/services/payment/internal/paymentstore"
@@ -37,43 +34,6 @@ func (testVerifier) VerifyAt(_ context.Context, raw string, _ time.Time) (*txnto
 		return nil, errors.New("not a test token")
 	}
 	return &txntoken.Token{Raw: raw, Claims: txntoken.Claims{ID: uuid.NewString(), Subject: user}}, nil
-}
-
-// logBuffer collects JSON log lines from concurrent writers.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the logged lines that have every one of the attributes.
-func (b *logBuffer) lines(t *testing.T, want map[string]string) int {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n := 0
-	scanner := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
-	for scanner.Scan() {
-		var line map[string]any
-		if err := json.Unmarshal(scanner.Bytes(), &line); err != nil {
-			t.Fatalf("log line %q: %v", scanner.Text(), err)
-		}
-		match := true
-		for k, v := range want {
-			if line[k] != v {
-				match = false
-			}
-		}
-		if match {
-			n++
-		}
-	}
-	return n
 }
 
 // publishOrderCreated puts event on the order workload's stream as the
@@ -123,7 +83,7 @@ func TestConsumer(t *testing.T) {
 	if err := events.EnsureStream(t.Context(), js, set, "order"); err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
+	logs := &telemetrytest.Logs{}
 	consumer, err := events.NewConsumer(events.ConsumerConfig{
 		JetStream:   js,
 		Policy:      set,
@@ -159,7 +119,7 @@ func TestConsumer(t *testing.T) {
 	// Three deliveries succeed: the first event's two, and the outage's
 	// second.
 	eventually(t, "every event is handled", func() bool {
-		return logs.lines(t, map[string]string{"subject": "orders.created", "outcome": "ok"}) == 3
+		return logs.Count(t, map[string]string{"subject": "orders.created", "outcome": "ok"}) == 3
 	})
 	for _, event := range []*orderv1.OrderCreated{twice, outage} {
 		p, err := e.Store.ByOrder(t.Context(), event.GetOrderId(), event.GetUserId())
@@ -170,15 +130,15 @@ func TestConsumer(t *testing.T) {
 	if n := e.processor.Charges(); n != 2 {
 		t.Errorf("processor charged %d times, want 2", n)
 	}
-	if n := logs.lines(t, map[string]string{"outcome": "retry"}); n != 1 {
+	if n := logs.Count(t, map[string]string{"outcome": "retry"}); n != 1 {
 		t.Errorf("%d deliveries retried, want 1", n)
 	}
-	if n := logs.lines(t, map[string]string{"outcome": "failed", "reason": "permanent"}); n != 1 {
+	if n := logs.Count(t, map[string]string{"outcome": "failed", "reason": "permanent"}); n != 1 {
 		t.Errorf("%d events refused for good, want 1", n)
 	}
 	// Well past the retry delay, the refused event was not delivered again.
 	time.Sleep(200 * time.Millisecond)
-	if n := logs.lines(t, map[string]string{"subject": "orders.created"}); n != 5 {
+	if n := logs.Count(t, map[string]string{"subject": "orders.created"}); n != 5 {
 		t.Errorf("%d deliveries, want 5", n)
 	}
 	_, err = e.Store.ByOrder(t.Context(), forged.GetOrderId(), forged.GetUserId())

@@ -1,14 +1,10 @@
 package userrpc_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"log/slog"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,6 +22,7 @@ import (
 	"example.com/rampart/platform/outbox"
 	"example.com/rampart/platform/policy"
 	"example.com/rampart/platform/sqlitedb"
+	"example.com/rampart/platform/telemetry/telemetrytest"
 	"example.com/rampart/platform/txntoken"
 	userv1 "example.com/rampart/proto/user/v1"
 	"example.com/rampart/services/user/internal/password"
@@ -52,7 +49,7 @@ type harness struct {
 	dir      string
 	outbox   *recordingOutbox
 	verifier *accesstoken.Verifier
-	logs     *logBuffer
+	logs     *telemetrytest.Logs
 }
 
 type harnessOptions struct {
@@ -100,7 +97,7 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 		dir:      dir,
 		outbox:   &recordingOutbox{Writer: writer},
 		verifier: verifier,
-		logs:     &logBuffer{},
+		logs:     &telemetrytest.Logs{},
 	}
 	h.srv, err = userrpc.New(userrpc.Config{
 		Store:           h.store,
@@ -264,36 +261,12 @@ func wantStatus(t *testing.T, err error, code codes.Code, msg string) {
 	}
 }
 
-// logBuffer collects JSON log lines from concurrent writers.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // records returns the log lines as maps, without the time.
-func (b *logBuffer) records(t *testing.T) []map[string]any {
+func records(t *testing.T, logs *telemetrytest.Logs) []map[string]any {
 	t.Helper()
-	var records []map[string]any
-	scanner := bufio.NewScanner(bytes.NewBufferString(b.String()))
-	for scanner.Scan() {
-		var r map[string]any
-		if err := json.Unmarshal(scanner.Bytes(), &r); err != nil {
-			t.Fatalf("log line %q: %v", scanner.Text(), err)
-		}
+	lines := logs.Lines(t)
+	for _, r := range lines {
 		delete(r, slog.TimeKey)
-		records = append(records, r)
 	}
-	return records
+	return lines
 }

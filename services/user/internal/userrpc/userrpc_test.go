@@ -382,7 +382,7 @@ func TestRefreshTokenReuse(t *testing.T) {
 		"session_id": first.claims.SessionID,
 		"user_id":    user.GetUserId(),
 	}}
-	if diff := cmp.Diff(wantLog, h.logs.records(t)); diff != "" {
+	if diff := cmp.Diff(wantLog, records(t, h.logs)); diff != "" {
 		t.Errorf("log (-want +got):\n%s", diff)
 	}
 	for _, token := range []string{first.refresh, second.refresh, first.access} {
