@@ -334,6 +334,11 @@ func verifyOwn(svid *x509svid.SVID, bundle *x509bundle.Bundle) error {
 	return nil
 }
 
+// trimPEMSpace trims the white space that may surround PEM blocks: spaces,
+// tabs and line ends, as pem.Decode reads them. Other Unicode white space,
+// a vertical tab after an END line for one, is data, and refused.
+func trimPEMSpace(b []byte) []byte { return bytes.Trim(b, " \t\r\n") }
+
 // decodePEM returns the contents of the PEM blocks in data, which must be
 // at least one block, all of type blockType and without headers, separated
 // by nothing but white space. It is stricter than pem.Decode on purpose:
@@ -341,7 +346,7 @@ func verifyOwn(svid *x509svid.SVID, bundle *x509bundle.Bundle) error {
 func decodePEM(data []byte, blockType string) ([][]byte, error) {
 	var blocks [][]byte
 	rest := data
-	for rest = bytes.TrimSpace(rest); len(rest) > 0; rest = bytes.TrimSpace(rest) {
+	for rest = trimPEMSpace(rest); len(rest) > 0; rest = trimPEMSpace(rest) {
 		// pem.Decode skips anything before a block; a file must not have it.
 		if !bytes.HasPrefix(rest, []byte("-----BEGIN ")) {
 			return nil, fmt.Errorf("%w: data after block %d", ErrMalformedPEM, len(blocks))
